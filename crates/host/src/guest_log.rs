@@ -1,0 +1,66 @@
+//! Carries what a guest printed into the host's JSON log stream, tagged with the
+//! component's name. A guest line that is itself a JSON object keeps its contract
+//! fields (`meeting_id`, `source`, `connection_id`, `state`) as log fields.
+
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+
+/// Forwards the guest's stdout and stderr, one log event per line.
+pub(crate) fn forward_guest_output(component: &str, stdout: &MemoryOutputPipe, stderr: &MemoryOutputPipe) {
+    for (pipe, is_err) in [(stdout, false), (stderr, true)] {
+        let bytes = pipe.contents();
+        if bytes.is_empty() {
+            continue;
+        }
+        for line in String::from_utf8_lossy(&bytes).lines() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            emit(component, line, is_err);
+        }
+    }
+}
+
+fn emit(component: &str, line: &str, is_err: bool) {
+    let parsed: Option<serde_json::Map<String, serde_json::Value>> = serde_json::from_str(line).ok();
+    let Some(obj) = parsed else {
+        if is_err {
+            tracing::warn!(target: "component", component, "{line}");
+        } else {
+            tracing::info!(target: "component", component, "{line}");
+        }
+        return;
+    };
+    let field = |k: &str| obj.get(k).and_then(|v| v.as_str()).map(str::to_owned);
+    let level = field("level").unwrap_or_else(|| if is_err { "warn".into() } else { "info".into() });
+    let msg = field("msg").or_else(|| field("message")).unwrap_or_default();
+    let meeting_id = field("meeting_id");
+    let source = field("source");
+    let connection_id = field("connection_id");
+    let state = field("state");
+    let mut extra = obj.clone();
+    for k in ["level", "msg", "message", "meeting_id", "source", "connection_id", "state"] {
+        extra.remove(k);
+    }
+    let extra = if extra.is_empty() { None } else { Some(serde_json::Value::Object(extra).to_string()) };
+    macro_rules! ev {
+        ($lvl:ident) => {
+            tracing::$lvl!(
+                target: "component",
+                component,
+                meeting_id = meeting_id.as_deref(),
+                source = source.as_deref(),
+                connection_id = connection_id.as_deref(),
+                state = state.as_deref(),
+                fields = extra.as_deref(),
+                "{msg}"
+            )
+        };
+    }
+    match level.as_str() {
+        "error" => ev!(error),
+        "warn" | "warning" => ev!(warn),
+        "debug" => ev!(debug),
+        "trace" => ev!(trace),
+        _ => ev!(info),
+    }
+}

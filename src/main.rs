@@ -1,0 +1,179 @@
+//! `earshot`: runs the Earshot Spin application on the embedded host.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use earshot_host::{App, HostConfig};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+
+mod secrets;
+
+/// How long `earshot up` waits for in-flight requests after SIGTERM before it exits
+/// anyway. Requests finish in milliseconds; 10 s also covers a slow Redis round trip
+/// and stays well inside Kubernetes' default 30 s termination grace period.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Parser)]
+#[command(name = "earshot", version, about = "Live meeting audio in, live transcripts out.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the Spin application (spin.toml) on the embedded wasmtime host.
+    Up(UpArgs),
+}
+
+#[derive(clap::Args)]
+struct UpArgs {
+    /// Address to listen on (port 0 picks a free port; the startup line tells which).
+    #[arg(long, default_value = "127.0.0.1:3000", env = "EARSHOT_LISTEN")]
+    listen: SocketAddr,
+    /// Redis URL (e.g. redis://127.0.0.1:6379). Without it Earshot runs on embedded
+    /// defaults and health reports "redis":"down".
+    #[arg(long, env = "EARSHOT_REDIS")]
+    redis: Option<String>,
+    /// SQLite file backing the `default` key-value store.
+    #[arg(long, default_value = ".earshot/kv.db", env = "EARSHOT_KV_PATH")]
+    kv_path: PathBuf,
+    /// The Spin manifest to run.
+    #[arg(long, default_value = "spin.toml", env = "EARSHOT_MANIFEST")]
+    manifest: PathBuf,
+    /// Folder for precompiled components (default: ~/.cache/earshot/components).
+    #[arg(long, env = "EARSHOT_CACHE_DIR")]
+    cache_dir: Option<PathBuf>,
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("EARSHOT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .json()
+        .flatten_event(true)
+        .with_current_span(false)
+        .with_span_list(false)
+        .with_env_filter(filter)
+        .with_writer(std::io::stdout)
+        .init();
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_logging();
+    match cli.command {
+        Command::Up(args) => up(args).await,
+    }
+}
+
+async fn up(args: UpArgs) -> anyhow::Result<()> {
+    let mut overrides = BTreeMap::new();
+    let state_dir = args.kv_path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    secrets::dev_defaults(&args.manifest, state_dir, &mut overrides)?;
+    let kv = Arc::new(
+        earshot_host::kv::SqliteKv::open(&args.kv_path)
+            .with_context(|| format!("opening key-value store {}", args.kv_path.display()))?,
+    );
+    let config = HostConfig {
+        kv_path: args.kv_path.clone(),
+        redis_url: args.redis.clone(),
+        variable_overrides: overrides,
+        cache_dir: args.cache_dir.clone().or_else(earshot_host::cache::default_cache_dir),
+    };
+    let app = Arc::new(
+        App::load(&args.manifest, config, kv)
+            .await
+            .with_context(|| format!("loading {}", args.manifest.display()))?,
+    );
+    app.spawn_redis_triggers();
+
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    let address = listener.local_addr()?;
+    let components: Vec<String> = app.summary().into_iter().map(|c| c.id).collect();
+    tracing::info!(
+        event = "listening",
+        address = %address,
+        components = %components.join(","),
+        version = env!("CARGO_PKG_VERSION"),
+        redis = args.redis.as_deref().map(earshot_host::redis_out::redact_url).as_deref(),
+        "earshot listening"
+    );
+
+    // Every connection task holds a clone of `drain_tx`; when the last one finishes,
+    // `drain_rx` yields None and the drain is complete.
+    let (drain_tx, mut drain_rx) = tokio::sync::mpsc::channel::<()>(1);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // EMFILE and friends: back off briefly instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let app = app.clone();
+                let service = service_fn(move |req| {
+                    let app = app.clone();
+                    async move { Ok::<_, std::convert::Infallible>(app.handle_http(req, Some(peer)).await) }
+                });
+                let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service).with_upgrades();
+                let drain = drain_tx.clone();
+                let mut stop = stop_rx.clone();
+                tokio::spawn(async move {
+                    tokio::pin!(conn);
+                    let result = tokio::select! {
+                        r = conn.as_mut() => r,
+                        _ = async { let _ = stop.wait_for(|s| *s).await; } => {
+                            conn.as_mut().graceful_shutdown();
+                            conn.await
+                        }
+                    };
+                    if let Err(e) = result {
+                        tracing::debug!(error = %e, peer = %peer, "connection ended with an error");
+                    }
+                    drop(drain);
+                });
+            }
+            signal = &mut shutdown => {
+                tracing::info!(event = "shutdown", signal, "draining");
+                break;
+            }
+        }
+    }
+    drop(listener);
+    let _ = stop_tx.send(true);
+    drop(drain_tx);
+    tokio::select! {
+        _ = drain_rx.recv() => tracing::info!(event = "drained", "all connections closed"),
+        _ = tokio::time::sleep(DRAIN_TIMEOUT) => tracing::warn!(event = "drain_timeout", "connections still open after the drain timeout"),
+    }
+    Ok(())
+}
+
+/// Resolves on SIGTERM or Ctrl-C, naming which.
+async fn shutdown_signal() -> &'static str {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing the SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = tokio::signal::ctrl_c() => "SIGINT",
+    }
+}
