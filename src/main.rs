@@ -52,6 +52,9 @@ struct UpArgs {
     /// Folder for precompiled components (default: ~/.cache/earshot/components).
     #[arg(long, env = "EARSHOT_CACHE_DIR")]
     cache_dir: Option<PathBuf>,
+    /// Run each component's `[component.<id>.build]` command first (like `spin up --build`).
+    #[arg(long)]
+    build: bool,
 }
 
 fn init_logging() {
@@ -77,6 +80,9 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn up(args: UpArgs) -> anyhow::Result<()> {
+    if args.build {
+        build_components(&args.manifest)?;
+    }
     let mut overrides = BTreeMap::new();
     let state_dir = args.kv_path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     secrets::dev_defaults(&args.manifest, state_dir, &mut overrides)?;
@@ -164,6 +170,33 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     tokio::select! {
         _ = drain_rx.recv() => tracing::info!(event = "drained", "all connections closed"),
         _ = tokio::time::sleep(DRAIN_TIMEOUT) => tracing::warn!(event = "drain_timeout", "connections still open after the drain timeout"),
+    }
+    Ok(())
+}
+
+/// Runs every distinct build command of the manifest, as `spin build` does.
+fn build_components(manifest_path: &Path) -> anyhow::Result<()> {
+    let manifest = earshot_host::manifest::Manifest::load(manifest_path)?;
+    let mut done = Vec::new();
+    for (id, c) in &manifest.components {
+        let Some(build) = &c.build else { continue };
+        let dir = manifest.base_dir.join(build.workdir.as_deref().unwrap_or("."));
+        if done.contains(&(build.command.clone(), dir.clone())) {
+            continue;
+        }
+        tracing::info!(event = "build", component = %id, command = %build.command, "building component");
+        let status = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&build.command)
+            .current_dir(&dir)
+            // A host build's target dir must not capture the wasm build's output,
+            // which spin.toml expects under components/target.
+            .env_remove("CARGO_TARGET_DIR")
+            .stdout(std::process::Stdio::from(std::io::stderr()))
+            .status()
+            .with_context(|| format!("running the build of component `{id}`"))?;
+        anyhow::ensure!(status.success(), "the build of component `{id}` failed ({status})");
+        done.push((build.command.clone(), dir));
     }
     Ok(())
 }

@@ -564,3 +564,25 @@ fn error_reasons_are_the_contract_strings() {
         assert_eq!(err.to_string(), text);
     }
 }
+
+#[test]
+fn verified_token_serializes_as_introspection_claims() {
+    let issued = issuer()
+        .issue(
+            &request("subscribe ingest", &["m1"]),
+            NOW,
+            86_400,
+            "j".into(),
+        )
+        .unwrap();
+    let t = verifier().verify(&issued.token, NOW).unwrap();
+    assert_eq!(
+        serde_json::to_value(&t).unwrap(),
+        json!({"sub": "agent-1", "jti": "j", "exp": NOW + 600, "iat": NOW, "aud": "earshot",
+               "scope": "ingest subscribe", "meetings": ["m1"]})
+    );
+    assert_eq!(
+        serde_json::to_value(&issued).unwrap(),
+        json!({"token": issued.token, "jti": "j", "exp": NOW + 600, "iat": NOW})
+    );
+}

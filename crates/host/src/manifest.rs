@@ -81,6 +81,18 @@ pub struct ComponentDef {
     pub allowed_outbound_hosts: Vec<String>,
     /// Component variables: name → template over application variables.
     pub variables: BTreeMap<String, String>,
+    /// `[component.<id>.build]`: how `spin build` (and `earshot up --build`) builds it.
+    pub build: Option<BuildDef>,
+}
+
+/// A component's build step.
+#[derive(Debug, Clone, Deserialize)]
+pub struct BuildDef {
+    /// Shell command.
+    pub command: String,
+    /// Folder to run it in, relative to the manifest (default: the manifest's folder).
+    #[serde(default)]
+    pub workdir: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -132,6 +144,8 @@ struct RawComponent {
     allowed_outbound_hosts: Vec<String>,
     #[serde(default)]
     variables: BTreeMap<String, String>,
+    #[serde(default)]
+    build: Option<BuildDef>,
 }
 
 #[derive(Deserialize)]
@@ -190,6 +204,7 @@ impl Manifest {
                     key_value_stores: c.key_value_stores,
                     allowed_outbound_hosts: c.allowed_outbound_hosts,
                     variables: c.variables,
+                    build: c.build,
                 },
             );
         }
