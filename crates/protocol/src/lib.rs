@@ -1,0 +1,14 @@
+//! Every wire shape of Earshot, in one crate that compiles for the wasm components and
+//! the native relay alike, so no JSON shape or code is written twice.
+
+pub mod close;
+pub mod events;
+pub mod grip;
+pub mod ids;
+pub mod ingest;
+pub mod limits;
+pub mod meeting;
+
+pub use close::CloseCode;
+pub use events::{decode_events, encode_events, Event, EventError};
+pub use ids::{MeetingId, Source, WsRoute};

@@ -1,0 +1,119 @@
+//! WebSocket close codes (DESIGN.md "Close codes"), each with its documented reason.
+
+/// A close code Earshot sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CloseCode {
+    /// 1000: normal end, idle timeout.
+    Normal,
+    /// 1001: relay shutting down; reconnect.
+    GoingAway,
+    /// 1002: protocol violation (binary before handshake, bad handshake).
+    ProtocolError,
+    /// 1003: unsupported data (binary on a subscriber route, unsupported encoding).
+    Unsupported,
+    /// 1008: auth failed.
+    PolicyViolation,
+    /// 1009: frame larger than `max_frame_bytes`.
+    TooBig,
+    /// 1011: backend or Redis failure; retry with backoff.
+    InternalError,
+    /// 1013: rate limited; try again later.
+    TryAgainLater,
+    /// 4008: slow consumer, the connection's send queue is full.
+    SlowConsumer,
+}
+
+impl CloseCode {
+    /// The numeric code.
+    pub fn code(self) -> u16 {
+        match self {
+            CloseCode::Normal => 1000,
+            CloseCode::GoingAway => 1001,
+            CloseCode::ProtocolError => 1002,
+            CloseCode::Unsupported => 1003,
+            CloseCode::PolicyViolation => 1008,
+            CloseCode::TooBig => 1009,
+            CloseCode::InternalError => 1011,
+            CloseCode::TryAgainLater => 1013,
+            CloseCode::SlowConsumer => 4008,
+        }
+    }
+
+    /// The code for a number, if Earshot uses it.
+    pub fn from_code(code: u16) -> Option<Self> {
+        Some(match code {
+            1000 => CloseCode::Normal,
+            1001 => CloseCode::GoingAway,
+            1002 => CloseCode::ProtocolError,
+            1003 => CloseCode::Unsupported,
+            1008 => CloseCode::PolicyViolation,
+            1009 => CloseCode::TooBig,
+            1011 => CloseCode::InternalError,
+            1013 => CloseCode::TryAgainLater,
+            4008 => CloseCode::SlowConsumer,
+            _ => return None,
+        })
+    }
+}
+
+/// Reason sent with 1001.
+pub const REASON_SHUTTING_DOWN: &str = "relay shutting down";
+/// Reason sent with 1013.
+pub const REASON_RATE_LIMITED: &str = "Try again later";
+/// Reason sent with 4008.
+pub const REASON_SLOW_CONSUMER: &str = "slow consumer";
+/// Reason sent with 1002 when no handshake arrived in time.
+pub const REASON_HANDSHAKE_TIMEOUT: &str = "handshake timeout";
+/// Reason sent with 1000 when the stream went idle.
+pub const REASON_IDLE: &str = "idle";
+/// Reason sent with 1009.
+pub const REASON_TOO_BIG: &str = "frame too large";
+/// Prefix of every 1008 reason.
+pub const AUTH_FAILED_PREFIX: &str = "auth failed: ";
+
+/// Longest close reason in bytes: a close frame's payload is at most 125 bytes,
+/// two of which carry the code.
+pub const MAX_REASON_BYTES: usize = 123;
+
+/// Truncates `reason` to fit a close frame, on a character boundary.
+pub fn fit_reason(reason: &str) -> &str {
+    if reason.len() <= MAX_REASON_BYTES {
+        return reason;
+    }
+    let mut end = MAX_REASON_BYTES;
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    &reason[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_round_trip() {
+        for c in [
+            CloseCode::Normal,
+            CloseCode::GoingAway,
+            CloseCode::ProtocolError,
+            CloseCode::Unsupported,
+            CloseCode::PolicyViolation,
+            CloseCode::TooBig,
+            CloseCode::InternalError,
+            CloseCode::TryAgainLater,
+            CloseCode::SlowConsumer,
+        ] {
+            assert_eq!(CloseCode::from_code(c.code()), Some(c));
+        }
+        assert_eq!(CloseCode::from_code(1006), None);
+    }
+
+    #[test]
+    fn reasons_fit_a_close_frame() {
+        let long = "é".repeat(100);
+        let fitted = fit_reason(&long);
+        assert!(fitted.len() <= MAX_REASON_BYTES);
+        assert!(long.starts_with(fitted));
+    }
+}
