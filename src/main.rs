@@ -9,12 +9,15 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use earshot_host::{App, HostConfig};
+use earshot_relay::{HttpBackend, Hub, Relay, RelayConfig};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
+mod backend;
 mod secrets;
+mod serve;
 
 /// How long `earshot up` waits for in-flight requests after SIGTERM before it exits
 /// anyway. Requests finish in milliseconds; 10 s also covers a slow Redis round trip
@@ -55,6 +58,17 @@ struct UpArgs {
     /// Run each component's `[component.<id>.build]` command first (like `spin up --build`).
     #[arg(long)]
     build: bool,
+    /// Relay to a remote Spin app at this base URL (e.g. a real `spin up`) instead of
+    /// hosting the components in-process.
+    #[arg(long, env = "EARSHOT_BACKEND")]
+    backend: Option<String>,
+    /// Key that signs `Grip-Sig` on every backend request (the components verify it
+    /// when their `grip_sig_key` variable is set).
+    #[arg(long, env = "EARSHOT_GRIP_SIG_KEY")]
+    grip_sig_key: Option<String>,
+    /// Bearer key for `POST /publish/` from non-loopback peers (default: admin_key).
+    #[arg(long, env = "EARSHOT_PUBLISH_KEY")]
+    publish_key: Option<String>,
 }
 
 fn init_logging() {
@@ -83,36 +97,48 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     if args.build {
         build_components(&args.manifest)?;
     }
-    let mut overrides = BTreeMap::new();
-    let state_dir = args.kv_path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    secrets::dev_defaults(&args.manifest, state_dir, &mut overrides)?;
-    let kv = Arc::new(
-        earshot_host::kv::SqliteKv::open(&args.kv_path)
-            .with_context(|| format!("opening key-value store {}", args.kv_path.display()))?,
-    );
-    let config = HostConfig {
-        kv_path: args.kv_path.clone(),
-        redis_url: args.redis.clone(),
-        variable_overrides: overrides,
-        cache_dir: args.cache_dir.clone().or_else(earshot_host::cache::default_cache_dir),
-    };
-    let app = Arc::new(
-        App::load(&args.manifest, config, kv)
-            .await
-            .with_context(|| format!("loading {}", args.manifest.display()))?,
-    );
-    app.spawn_redis_triggers();
-
+    // Bind first: without Redis, the components publish to this relay's own
+    // `/publish/`, so they must know its address.
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
     let address = listener.local_addr()?;
-    let components: Vec<String> = app.summary().into_iter().map(|c| c.id).collect();
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let hub = match &args.redis {
+        Some(url) => Hub::with_redis(url)
+            .await
+            .with_context(|| format!("connecting the relay to {}", earshot_host::redis_out::redact_url(url)))?,
+        None => Hub::local(),
+    };
+
+    let (app, backend): (Option<Arc<App>>, Arc<dyn earshot_relay::Backend>) = match &args.backend {
+        Some(url) => (None, Arc::new(HttpBackend::new(url))),
+        None => {
+            let app = Arc::new(load_app(&args, address).await?);
+            app.spawn_redis_triggers();
+            (Some(app.clone()), Arc::new(backend::Embedded(app)))
+        }
+    };
+    let publish_key = args
+        .publish_key
+        .clone()
+        .or_else(|| app.as_ref().and_then(|a| a.variable("admin_key")).map(str::to_owned));
+    let relay = Relay::new(
+        backend.clone(),
+        hub,
+        RelayConfig { grip_sig_key: args.grip_sig_key.clone(), ..RelayConfig::default() },
+        stop_rx.clone(),
+    );
+    let router = Arc::new(serve::Router { app: app.clone(), remote: args.backend.as_deref().map(HttpBackend::new), relay: relay.clone(), publish_key });
+
+    let components: Vec<String> = app.as_ref().map(|a| a.summary().into_iter().map(|c| c.id).collect()).unwrap_or_default();
     tracing::info!(
         event = "listening",
         address = %address,
         components = %components.join(","),
         version = env!("CARGO_PKG_VERSION"),
+        backend = args.backend.as_deref().unwrap_or("embedded"),
         redis = args.redis.as_deref().map(earshot_host::redis_out::redact_url).as_deref(),
         "earshot listening"
     );
@@ -120,7 +146,6 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     // Every connection task holds a clone of `drain_tx`; when the last one finishes,
     // `drain_rx` yields None and the drain is complete.
     let (drain_tx, mut drain_rx) = tokio::sync::mpsc::channel::<()>(1);
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
     loop {
@@ -135,10 +160,10 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
                         continue;
                     }
                 };
-                let app = app.clone();
+                let router = router.clone();
                 let service = service_fn(move |req| {
-                    let app = app.clone();
-                    async move { Ok::<_, std::convert::Infallible>(app.handle_http(req, Some(peer)).await) }
+                    let router = router.clone();
+                    async move { Ok::<_, std::convert::Infallible>(router.handle(req, peer).await) }
                 });
                 let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service).with_upgrades();
                 let drain = drain_tx.clone();
@@ -165,13 +190,43 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         }
     }
     drop(listener);
+    // WebSocket sessions close with 1001; HTTP connections finish their request.
     let _ = stop_tx.send(true);
     drop(drain_tx);
+    let drained = async {
+        let _ = drain_rx.recv().await;
+        while relay.open_sessions() > 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
     tokio::select! {
-        _ = drain_rx.recv() => tracing::info!(event = "drained", "all connections closed"),
-        _ = tokio::time::sleep(DRAIN_TIMEOUT) => tracing::warn!(event = "drain_timeout", "connections still open after the drain timeout"),
+        _ = drained => tracing::info!(event = "drained", "all connections closed"),
+        _ = tokio::time::sleep(DRAIN_TIMEOUT) => tracing::warn!(event = "drain_timeout", open_sessions = relay.open_sessions(), "connections still open after the drain timeout"),
     }
     Ok(())
+}
+
+async fn load_app(args: &UpArgs, address: SocketAddr) -> anyhow::Result<App> {
+    let mut overrides = BTreeMap::new();
+    let state_dir = args.kv_path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    secrets::dev_defaults(&args.manifest, state_dir, &mut overrides)?;
+    if args.redis.is_none() && std::env::var(earshot_host::variables::env_name("grip_publish_url")).is_err() {
+        // No Redis to fan out through: components publish to this relay directly.
+        overrides.insert("grip_publish_url".into(), format!("http://{address}/publish/"));
+    }
+    let kv = Arc::new(
+        earshot_host::kv::SqliteKv::open(&args.kv_path)
+            .with_context(|| format!("opening key-value store {}", args.kv_path.display()))?,
+    );
+    let config = HostConfig {
+        kv_path: args.kv_path.clone(),
+        redis_url: args.redis.clone(),
+        variable_overrides: overrides,
+        cache_dir: args.cache_dir.clone().or_else(earshot_host::cache::default_cache_dir),
+    };
+    App::load(&args.manifest, config, kv)
+        .await
+        .with_context(|| format!("loading {}", args.manifest.display()))
 }
 
 /// Runs every distinct build command of the manifest, as `spin build` does.

@@ -86,6 +86,7 @@ pub struct App {
     components: HashMap<String, LoadedComponent>,
     shared: Arc<Shared>,
     redis_trigger_address: Option<String>,
+    variables: Variables,
 }
 
 /// One line describing a loaded component, for the startup log.
@@ -199,7 +200,12 @@ impl App {
         }
         let router = Router::new(manifest.http_triggers.iter().map(|t| (t.route.as_str(), t.component.as_str())));
         let redis_trigger_address = config.redis_url.clone().or_else(|| manifest.redis_trigger_address.clone());
-        Ok(App { engine, manifest, router, components, shared, redis_trigger_address })
+        Ok(App { engine, manifest, router, components, shared, redis_trigger_address, variables })
+    }
+
+    /// The resolved value of application variable `name`.
+    pub fn variable(&self, name: &str) -> Option<&str> {
+        self.variables.get(name)
     }
 
     /// The manifest this app was loaded from.

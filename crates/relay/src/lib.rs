@@ -1,0 +1,108 @@
+//! Earshot's thin native relay: it terminates client WebSockets and speaks
+//! WebSocket-over-HTTP with GRIP to the backend (the embedded components in-process,
+//! or any HTTP base URL), exactly as Pushpin and Fastly Fanout do, plus a GRIP publish
+//! endpoint and Redis-backed fan-out shared by any number of relays.
+
+pub mod backend;
+pub mod hub;
+mod publish;
+mod session;
+mod upgrade;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+pub use backend::{Backend, BackendError, BackendFuture, HttpBackend};
+pub use hub::Hub;
+pub use upgrade::is_websocket_upgrade;
+
+/// Messages queued per connection before it counts as a slow consumer (4008). At
+/// 50 messages/s of meeting events and transcript lines this is 20 s of backlog — a
+/// live client never gets near it — and bounds a stalled socket's memory.
+pub const SEND_QUEUE_MESSAGES: usize = 1024;
+
+/// Relay settings.
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    /// Queue bound per connection, in messages.
+    pub send_queue_messages: usize,
+    /// Largest client message read, in bytes (larger ones close the socket with 1009).
+    pub max_message_bytes: usize,
+    /// Key for signing `Grip-Sig` on backend requests (none: unsigned).
+    pub grip_sig_key: Option<String>,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        RelayConfig {
+            send_queue_messages: SEND_QUEUE_MESSAGES,
+            max_message_bytes: earshot_protocol::limits::RELAY_MAX_MESSAGE_BYTES,
+            grip_sig_key: None,
+        }
+    }
+}
+
+/// State shared by every session of one relay.
+pub(crate) struct RelayShared {
+    pub(crate) backend: Arc<dyn Backend>,
+    pub(crate) hub: Arc<Hub>,
+    pub(crate) config: RelayConfig,
+    grip_key: Option<jwt_simple::prelude::HS256Key>,
+    conn_seq: AtomicU64,
+}
+
+/// How long a `Grip-Sig` stays valid, in seconds: each request is signed afresh, so
+/// this only needs to cover clock skew and the call itself.
+const GRIP_SIG_TTL_S: u64 = 60 * 60;
+
+impl RelayShared {
+    pub(crate) fn next_conn_seq(&self) -> u64 {
+        self.conn_seq.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// A fresh `Grip-Sig` JWT, when a signing key is configured.
+    pub(crate) fn grip_sig(&self) -> Option<String> {
+        use jwt_simple::prelude::*;
+        let key = self.grip_key.as_ref()?;
+        let claims = Claims::create(jwt_simple::prelude::Duration::from_secs(GRIP_SIG_TTL_S)).with_issuer("earshot");
+        key.authenticate(claims).ok()
+    }
+}
+
+/// A relay: hand it upgrade requests and publish requests.
+#[derive(Clone)]
+pub struct Relay {
+    shared: Arc<RelayShared>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Relay {
+    /// A relay in front of `backend`, fanning out through `hub`; sessions close with
+    /// 1001 when `shutdown` turns true.
+    pub fn new(
+        backend: Arc<dyn Backend>,
+        hub: Arc<Hub>,
+        config: RelayConfig,
+        shutdown: tokio::sync::watch::Receiver<bool>,
+    ) -> Self {
+        let grip_key = config
+            .grip_sig_key
+            .as_deref()
+            .filter(|k| !k.is_empty())
+            .map(|k| jwt_simple::prelude::HS256Key::from_bytes(k.as_bytes()));
+        Relay {
+            shared: Arc::new(RelayShared { backend, hub, config, grip_key, conn_seq: AtomicU64::new(1) }),
+            shutdown,
+        }
+    }
+
+    /// The fan-out hub.
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.shared.hub
+    }
+
+    /// WebSocket sessions open right now.
+    pub fn open_sessions(&self) -> u64 {
+        session::OPEN_SESSIONS.load(Ordering::Relaxed)
+    }
+}

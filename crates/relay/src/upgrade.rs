@@ -1,0 +1,218 @@
+//! The WebSocket handshake: the backend sees OPEN first and decides; only then does
+//! the client get its 101 and the session start.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use earshot_protocol::events::{decode_events, Event};
+use earshot_protocol::{CloseCode, WsRoute};
+use http_body_util::Full;
+use hyper_util::rt::TokioIo;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::WebSocketStream;
+
+use crate::session::{self, apply_set_meta, build_request, Accepted, Fields, Template};
+use crate::Relay;
+
+/// Headers of the client's handshake that are about this hop, not the request, and
+/// are therefore not replayed to the backend.
+const HOP_HEADERS: [&str; 9] = [
+    "connection",
+    "upgrade",
+    "sec-websocket-key",
+    "sec-websocket-version",
+    "sec-websocket-extensions",
+    "content-length",
+    "transfer-encoding",
+    "keep-alive",
+    "te",
+];
+
+/// Whether `req` asks to become a WebSocket.
+pub fn is_websocket_upgrade<B>(req: &http::Request<B>) -> bool {
+    let has = |name: http::header::HeaderName, token: &str| {
+        req.headers().get_all(name).iter().any(|v| {
+            v.to_str().is_ok_and(|s| s.split(',').any(|p| p.trim().eq_ignore_ascii_case(token)))
+        })
+    };
+    req.method() == http::Method::GET && has(http::header::UPGRADE, "websocket") && has(http::header::CONNECTION, "upgrade")
+}
+
+fn text(status: http::StatusCode, body: &'static str) -> http::Response<Full<Bytes>> {
+    http::Response::builder()
+        .status(status)
+        .header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .body(Full::new(Bytes::from_static(body.as_bytes())))
+        .expect("static response")
+}
+
+/// Redacts tokens from a path and query for logs.
+pub(crate) fn redact(uri: &http::Uri) -> String {
+    let path = uri.path();
+    match uri.query() {
+        None => path.to_owned(),
+        Some(q) => {
+            let redacted: String = form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(form_urlencoded::parse(q.as_bytes()).map(|(k, v)| {
+                    let v = if k == "token" { "REDACTED".into() } else { v };
+                    (k, v)
+                }))
+                .finish();
+            format!("{path}?{redacted}")
+        }
+    }
+}
+
+impl Relay {
+    /// Handles a WebSocket upgrade request: asks the backend with OPEN, answers 101
+    /// (or the backend's refusal), then runs the session in its own task.
+    pub async fn upgrade<B: Send + 'static>(&self, mut req: http::Request<B>) -> http::Response<Full<Bytes>> {
+        let Some(key) = req.headers().get("sec-websocket-key").map(|k| k.as_bytes().to_vec()) else {
+            return text(http::StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key\n");
+        };
+        if req.headers().get("sec-websocket-version").and_then(|v| v.to_str().ok()) != Some("13") {
+            return http::Response::builder()
+                .status(http::StatusCode::UPGRADE_REQUIRED)
+                .header("sec-websocket-version", "13")
+                .body(Full::new(Bytes::from_static(b"unsupported WebSocket version\n")))
+                .expect("static response");
+        }
+        let connection_id = uuid::Uuid::new_v4().simple().to_string();
+        let uri: http::Uri = req.uri().path_and_query().map_or("/", |p| p.as_str()).parse().unwrap_or_default();
+        let mut headers = req.headers().clone();
+        for h in HOP_HEADERS {
+            headers.remove(h);
+        }
+        // Meta-* are the relay's to set; a client must not forge connection state.
+        let forged: Vec<http::HeaderName> = headers.keys().filter(|k| k.as_str().starts_with("meta-")).cloned().collect();
+        for k in forged {
+            headers.remove(k);
+        }
+        let offered_protocols: Vec<String> = req
+            .headers()
+            .get_all("sec-websocket-protocol")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(',').map(|p| p.trim().to_owned()))
+            .collect();
+        let template = Template { uri: uri.clone(), headers };
+        let (meeting_id, source) = match WsRoute::parse(uri.path(), uri.query()) {
+            Ok(WsRoute::Ingest { meeting, source }) => (meeting.to_string(), source.to_string()),
+            Ok(route) => (route.meeting().to_string(), String::new()),
+            Err(_) => (String::new(), String::new()),
+        };
+        let fields = Fields { connection_id: connection_id.clone(), meeting_id, source, path: redact(&uri) };
+
+        let mut meta = BTreeMap::new();
+        let open = build_request(&self.shared, &template, &connection_id, &meta, &[Event::Open]);
+        let accepted = match self.shared.backend.call(open).await {
+            Ok(resp) if resp.status() == http::StatusCode::OK => {
+                apply_set_meta(resp.headers(), &mut meta);
+                let keep_alive = resp
+                    .headers()
+                    .get("keep-alive-interval")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .filter(|s| *s > 0)
+                    .map(Duration::from_secs);
+                let grip = resp
+                    .headers()
+                    .get_all("sec-websocket-extensions")
+                    .iter()
+                    .any(|v| v.to_str().is_ok_and(|s| s.trim_start().starts_with("grip")));
+                let protocol = resp.headers().get("sec-websocket-protocol").cloned();
+                match decode_events(resp.body()) {
+                    Ok(events) if events.first() == Some(&Event::Open) => {
+                        (Accepted { meta, keep_alive, grip, events: events[1..].to_vec() }, protocol)
+                    }
+                    Ok(_) | Err(_) => {
+                        tracing::error!(connection_id = %fields.connection_id, path = %fields.path, "backend did not accept OPEN with OPEN");
+                        return text(http::StatusCode::BAD_GATEWAY, "backend did not accept the connection\n");
+                    }
+                }
+            }
+            Ok(resp) => {
+                // The backend refused the handshake: pass its answer through, as Pushpin does.
+                let (parts, body) = resp.into_parts();
+                let mut out = http::Response::new(Full::new(body));
+                *out.status_mut() = parts.status;
+                if let Some(ct) = parts.headers.get(http::header::CONTENT_TYPE) {
+                    out.headers_mut().insert(http::header::CONTENT_TYPE, ct.clone());
+                }
+                return out;
+            }
+            Err(e) => {
+                // Accept, then close 1011: the contract's answer to a backend failure.
+                tracing::error!(connection_id = %fields.connection_id, error = %e, "backend unavailable at OPEN");
+                (
+                    Accepted {
+                        meta,
+                        keep_alive: None,
+                        grip: false,
+                        events: vec![Event::close(CloseCode::InternalError.code(), "backend unavailable")],
+                    },
+                    None,
+                )
+            }
+        };
+        let (accepted, protocol) = accepted;
+        let mut resp = http::Response::builder()
+            .status(http::StatusCode::SWITCHING_PROTOCOLS)
+            .header(http::header::UPGRADE, "websocket")
+            .header(http::header::CONNECTION, "Upgrade")
+            .header("sec-websocket-accept", derive_accept_key(&key));
+        if let Some(p) = protocol.filter(|p| p.to_str().is_ok_and(|p| offered_protocols.iter().any(|o| o == p))) {
+            resp = resp.header("sec-websocket-protocol", p);
+        }
+        let resp = resp.body(Full::new(Bytes::new())).expect("valid 101");
+
+        let on_upgrade = hyper::upgrade::on(&mut req);
+        let shared = self.shared.clone();
+        let shutdown = self.shutdown.clone();
+        let max = self.shared.config.max_message_bytes;
+        tokio::spawn(async move {
+            let upgraded = match on_upgrade.await {
+                Ok(u) => u,
+                Err(e) => {
+                    tracing::warn!(connection_id = %fields.connection_id, error = %e, "upgrade failed");
+                    return;
+                }
+            };
+            let config = WebSocketConfig::default().max_message_size(Some(max)).max_frame_size(Some(max));
+            let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
+            tracing::info!(
+                connection_id = %fields.connection_id,
+                meeting_id = %fields.meeting_id,
+                source = %fields.source,
+                path = %fields.path,
+                state = "connected",
+                "websocket accepted"
+            );
+            session::run(shared, ws, template, fields, accepted, shutdown).await;
+        });
+        resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_redacted_from_uris() {
+        let uri: http::Uri = "/api/v1/ws/meetings/m1?token=secret.jwt.value&x=1".parse().unwrap();
+        let r = redact(&uri);
+        assert!(!r.contains("secret"), "{r}");
+        assert!(r.contains("token=REDACTED") && r.contains("x=1"), "{r}");
+    }
+
+    #[test]
+    fn recognises_upgrades() {
+        let req = http::Request::get("/x").header("upgrade", "websocket").header("connection", "keep-alive, Upgrade").body(()).unwrap();
+        assert!(is_websocket_upgrade(&req));
+        let req = http::Request::get("/x").body(()).unwrap();
+        assert!(!is_websocket_upgrade(&req));
+    }
+}
