@@ -11,6 +11,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
 
+pub mod pushpin;
+pub mod ws;
+
 /// How long a started `earshot` may take to print its startup line. A cold start
 /// compiles every component with Cranelift (seconds); later starts load the cache.
 pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(180);
