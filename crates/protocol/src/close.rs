@@ -70,6 +70,23 @@ pub const REASON_IDLE: &str = "idle";
 pub const REASON_TOO_BIG: &str = "frame too large";
 /// Prefix of every 1008 reason.
 pub const AUTH_FAILED_PREFIX: &str = "auth failed: ";
+/// Prefix of the 1002 reason for a route with an invalid meeting id or source
+/// (`bad request: invalid meeting id`).
+pub const BAD_REQUEST_PREFIX: &str = "bad request: ";
+/// Reason sent with 1002 for audio before the handshake.
+pub const REASON_BINARY_BEFORE_HANDSHAKE: &str = "binary before handshake";
+/// Reason sent with 1002 for a second handshake.
+pub const REASON_DUPLICATE_HANDSHAKE: &str = "duplicate handshake";
+/// Reason sent with 1000 after `close_stream`.
+pub const REASON_STREAM_CLOSED: &str = "stream closed";
+/// Reason sent with 1011 when audio cannot be appended (Redis absent or failing).
+pub const REASON_AUDIO_STORE_UNAVAILABLE: &str = "audio store unavailable";
+/// Reason sent with 1011 when the configured Redis cannot run the rate limiter.
+pub const REASON_RATE_LIMITER_UNAVAILABLE: &str = "rate limiter unavailable";
+/// Reason sent with 1003 for a text message other than keepalive on a subscriber route.
+pub const REASON_SUBSCRIBER_TEXT: &str = "subscribers send no messages";
+/// Reason sent with 1003 for a binary message on a subscriber route.
+pub const REASON_SUBSCRIBER_BINARY: &str = "binary not accepted on subscriber routes";
 
 /// Longest close reason in bytes: a close frame's payload is at most 125 bytes,
 /// two of which carry the code.

@@ -27,6 +27,24 @@ pub enum Control {
     },
     /// Stop forwarding client messages to the backend.
     Detach,
+    /// Earshot extension (ignored by other GRIP proxies): hold this connection's live
+    /// items of `channel` and call the backend again as soon as the subscription is
+    /// effective, so it can replay history before anything live is delivered.
+    Hold {
+        /// Channel name.
+        channel: String,
+    },
+    /// Earshot extension: deliver the held items of `channel` whose id is greater than
+    /// `after` (a Redis stream id), then live ones; drop later items with an id at or
+    /// below it. Together with `hold` this gives a gap-free, duplicate-free seam
+    /// between history and live.
+    Release {
+        /// Channel name.
+        channel: String,
+        /// Last id the backend already delivered (absent: deliver everything held).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after: Option<String>,
+    },
     /// Send `content` to the client after `timeout` seconds of silence.
     KeepAlive {
         /// Message to send (absent: cancel).
@@ -89,6 +107,19 @@ pub struct PublishRequest {
     pub items: Vec<Item>,
 }
 
+/// Orders two item ids: Redis stream ids (`<ms>-<seq>`) numerically, anything else
+/// as text. Returns whether `id` comes strictly after `after`.
+pub fn id_after(id: &str, after: &str) -> bool {
+    fn parse(s: &str) -> Option<(u64, u64)> {
+        let (a, b) = s.split_once('-')?;
+        Some((a.parse().ok()?, b.parse().ok()?))
+    }
+    match (parse(id), parse(after)) {
+        (Some(x), Some(y)) => x > y,
+        _ => id > after,
+    }
+}
+
 /// A WebSocket message ready to send to subscribers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WsPayload {
@@ -149,6 +180,16 @@ mod tests {
         assert!(Control::parse("c:{bad").unwrap().is_err());
         let ka = Control::parse(r#"c:{"type":"keep-alive","content":"{}","timeout":30}"#).unwrap().unwrap();
         assert_eq!(ka, Control::KeepAlive { content: Some("{}".into()), timeout: Some(30) });
+    }
+
+    #[test]
+    fn stream_ids_order_numerically() {
+        assert!(id_after("10-0", "9-5"));
+        assert!(id_after("9-10", "9-9"));
+        assert!(!id_after("9-9", "9-9"));
+        assert!(!id_after("1-0", "2-0"));
+        let hold = Control::parse(r#"c:{"type":"release","channel":"t","after":"5-0"}"#).unwrap().unwrap();
+        assert_eq!(hold, Control::Release { channel: "t".into(), after: Some("5-0".into()) });
     }
 
     #[test]

@@ -58,7 +58,7 @@ impl fmt::Display for MeetingId {
 }
 
 /// An audio source of a meeting.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Source {
     /// The microphone.
@@ -95,6 +95,11 @@ impl fmt::Display for Source {
 
 /// Path prefix of every WebSocket route.
 pub const WS_PREFIX: &str = "/api/v1/ws/";
+
+/// The `Sec-WebSocket-Protocol` value naming this protocol. A browser that carries its token
+/// as `bearer.<token>` offers it alongside, so the server can select a protocol without
+/// echoing the token back.
+pub const SUBPROTOCOL: &str = "earshot.v1";
 
 /// One of the three WebSocket routes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -181,6 +186,28 @@ pub fn audio_stream_key(meeting: &MeetingId, source: Source) -> String {
     format!("audio:{meeting}:{source}")
 }
 
+/// Field names of one entry of an audio stream (`XADD <audio_stream_key> … seq <n> bytes <len>
+/// session <id> pcm <data>`), as transcription workers read them: `seq` counts the session's
+/// frames from 1, `bytes` is the length of `pcm`, `session` the handshake's `session_id`.
+pub const AUDIO_FIELD_SEQ: &str = "seq";
+/// See [`AUDIO_FIELD_SEQ`].
+pub const AUDIO_FIELD_BYTES: &str = "bytes";
+/// See [`AUDIO_FIELD_SEQ`].
+pub const AUDIO_FIELD_SESSION: &str = "session";
+/// See [`AUDIO_FIELD_SEQ`].
+pub const AUDIO_FIELD_PCM: &str = "pcm";
+
+/// Key-value key of a meeting's presence record ([`crate::meeting::Presence`]).
+pub fn presence_key(meeting: &MeetingId) -> String {
+    format!("meeting:{meeting}:presence")
+}
+
+/// Key (Redis sorted set, or key-value entry without Redis) of the ingest rate limit's
+/// sliding log for one (meeting, source).
+pub fn ingest_rate_limit_key(meeting: &MeetingId, source: Source) -> String {
+    format!("ratelimit:ingest:{meeting}:{source}")
+}
+
 /// Prefix of the Redis pub/sub channel that carries GRIP channel `c` between relays
 /// (`earshot:grip:<c>`), so Earshot's traffic never collides with other Redis users.
 pub const GRIP_REDIS_PREFIX: &str = "earshot:grip:";
@@ -218,5 +245,13 @@ mod tests {
         assert!(matches!(WsRoute::parse("/api/v1/ws/meetings/m1", None), Ok(WsRoute::Meeting { .. })));
         assert_eq!(WsRoute::parse("/api/v1/ws/meetings/m1/x", None), Err(IdError::UnknownRoute));
         assert_eq!(WsRoute::parse("/api/v1/ws/meetings/..", None), Err(IdError::InvalidMeetingId));
+    }
+
+    #[test]
+    fn derived_names() {
+        let m = MeetingId::parse("m1").unwrap();
+        assert_eq!(presence_key(&m), "meeting:m1:presence");
+        assert_eq!(ingest_rate_limit_key(&m, Source::Sys), "ratelimit:ingest:m1:sys");
+        assert_eq!(audio_stream_key(&m, Source::Mic), "audio:m1:mic");
     }
 }

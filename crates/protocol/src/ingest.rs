@@ -91,6 +91,23 @@ impl ClientMessage {
     }
 }
 
+impl ClientMessage {
+    /// The JSON text (what a capture agent sends; [`ClientMessage::parse`] reads it back).
+    pub fn to_json(&self) -> String {
+        match self {
+            ClientMessage::Handshake(h) => {
+                let mut v = serde_json::to_value(h).expect("a handshake always serializes");
+                if let serde_json::Value::Object(fields) = &mut v {
+                    fields.insert("type".into(), "handshake".into());
+                }
+                v.to_string()
+            }
+            ClientMessage::Keepalive => serde_json::json!({"type": "keepalive"}).to_string(),
+            ClientMessage::CloseStream => serde_json::json!({"type": "close_stream"}).to_string(),
+        }
+    }
+}
+
 fn short(s: &str) -> String {
     crate::close::fit_reason(s).chars().take(80).collect()
 }
@@ -183,6 +200,16 @@ mod tests {
         for (text, code) in cases {
             assert_eq!(ClientMessage::parse(text).unwrap_err().close_code(), code, "{text}");
         }
+    }
+
+    #[test]
+    fn client_messages_round_trip() {
+        let hs = Handshake { protocol: 1, encoding: ENCODING_PCM_S16LE.into(), sample_rate: 48_000, channels: 2 };
+        for m in [ClientMessage::Handshake(hs), ClientMessage::Keepalive, ClientMessage::CloseStream] {
+            assert_eq!(ClientMessage::parse(&m.to_json()), Ok(m.clone()), "{}", m.to_json());
+        }
+        assert_eq!(ClientMessage::Keepalive.to_json(), r#"{"type":"keepalive"}"#);
+        assert_eq!(ClientMessage::CloseStream.to_json(), r#"{"type":"close_stream"}"#);
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod ids;
 pub mod ingest;
 pub mod limits;
 pub mod meeting;
+pub mod transcript;
 
 pub use close::CloseCode;
 pub use events::{decode_events, encode_events, Event, EventError};

@@ -1,8 +1,23 @@
 //! Meeting events on channel `meeting:{id}` (DESIGN.md; presence first, analytics later).
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::ids::Source;
+
+/// Who streams one source of a meeting right now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PresenceEntry {
+    /// The ingest connection.
+    pub connection_id: String,
+    /// When it connected, unix milliseconds.
+    pub since_ms: u64,
+}
+
+/// A meeting's presence record in the key-value store (key [`crate::ids::presence_key`]):
+/// source → its current ingest connection; a source that is not streaming is absent.
+pub type Presence = BTreeMap<Source, PresenceEntry>;
 
 /// An event subscribers of `/api/v1/ws/meetings/{id}` receive.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -49,5 +64,14 @@ mod tests {
     fn presence_events_have_type_source_and_time() {
         let e = MeetingEvent::SourceConnected { meeting_id: "m1".into(), source: Source::Sys, connection_id: "c".into(), at_ms: 5 };
         assert_eq!(e.to_json(), r#"{"type":"source_connected","meeting_id":"m1","source":"sys","connection_id":"c","at_ms":5}"#);
+    }
+
+    #[test]
+    fn presence_is_a_map_keyed_by_source() {
+        let mut p = Presence::new();
+        p.insert(Source::Mic, PresenceEntry { connection_id: "c1".into(), since_ms: 7 });
+        let json = serde_json::to_string(&p).unwrap();
+        assert_eq!(json, r#"{"mic":{"connection_id":"c1","since_ms":7}}"#);
+        assert_eq!(serde_json::from_str::<Presence>(&json).unwrap(), p);
     }
 }

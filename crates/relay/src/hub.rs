@@ -23,11 +23,17 @@ use tokio_tungstenite::tungstenite::Message;
 const REDIS_BACKOFF_MIN: Duration = Duration::from_millis(100);
 const REDIS_BACKOFF_MAX: Duration = Duration::from_secs(5);
 
-/// What a connection's writer sends to its client.
+/// What a connection's writer sends to its client, in order.
 #[derive(Debug, Clone)]
 pub(crate) enum Outbound {
-    /// A WebSocket message.
+    /// A message from the backend's response.
     Message(Message),
+    /// A live item published to `channel` (with its GRIP id, if any).
+    Item { channel: Arc<str>, id: Option<Arc<str>>, msg: Message },
+    /// Start holding `channel`'s live items (see `Control::Hold`).
+    Hold(String),
+    /// Release `channel`'s held items after `after` (see `Control::Release`).
+    Release { channel: String, after: Option<String> },
 }
 
 /// A request to close a connection with a code and reason.
@@ -63,7 +69,13 @@ pub struct Hub {
 enum BusCommand {
     Subscribe(String),
     Unsubscribe(String),
+    /// Answered once every earlier command has been applied to Redis.
+    Sync(tokio::sync::oneshot::Sender<()>),
 }
+
+/// Longest a session waits for its Redis subscription to become effective before
+/// replaying history anyway (Redis down: nothing live arrives meanwhile either).
+const SYNC_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Why a publish failed.
 #[derive(Debug, thiserror::Error)]
@@ -137,6 +149,16 @@ impl Hub {
         }
     }
 
+    /// Resolves once every subscription requested so far is effective in Redis (at
+    /// once without Redis, where subscribing is immediate).
+    pub(crate) async fn sync(&self) {
+        let Some(bus) = &self.bus else { return };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if bus.send(BusCommand::Sync(tx)).is_ok() {
+            let _ = tokio::time::timeout(SYNC_TIMEOUT, rx).await;
+        }
+    }
+
     fn has_subscribers(&self, channel: &str) -> bool {
         self.lock().contains_key(channel)
     }
@@ -170,22 +192,26 @@ impl Hub {
     }
 
     fn deliver_item(&self, item: &Item) {
+        let id = item.id.as_deref();
         match item.ws_payload() {
-            Ok(WsPayload::Text(t)) => self.deliver(&item.channel, Message::text(t)),
-            Ok(WsPayload::Binary(b)) => self.deliver(&item.channel, Message::binary(b)),
+            Ok(WsPayload::Text(t)) => self.deliver(&item.channel, id, Message::text(t)),
+            Ok(WsPayload::Binary(b)) => self.deliver(&item.channel, id, Message::binary(b)),
             Err(e) => tracing::warn!(channel = %item.channel, error = %e, "publish item without a WebSocket payload"),
         }
     }
 
     /// Hands `msg` to every local subscriber of `channel`; the payload is shared, not
     /// copied. A subscriber whose queue is full is asked to close with 4008.
-    pub(crate) fn deliver(&self, channel: &str, msg: Message) {
+    pub(crate) fn deliver(&self, channel: &str, id: Option<&str>, msg: Message) {
         let subs: Vec<Subscriber> = match self.lock().get(channel) {
             Some(s) => s.values().cloned().collect(),
             None => return,
         };
+        let channel: Arc<str> = Arc::from(channel);
+        let id: Option<Arc<str>> = id.map(Arc::from);
         for sub in subs {
-            match sub.out.try_send(Outbound::Message(msg.clone())) {
+            let out = Outbound::Item { channel: channel.clone(), id: id.clone(), msg: msg.clone() };
+            match sub.out.try_send(out) {
                 Ok(()) => {
                     self.stats.delivered.fetch_add(1, Ordering::Relaxed);
                 }
@@ -248,6 +274,10 @@ async fn run_bus(client: redis::Client, hub: Weak<Hub>, mut commands: mpsc::Unbo
                         let result = match cmd {
                             BusCommand::Subscribe(ch) if h.has_subscribers(&ch) => sink.subscribe(format!("{GRIP_REDIS_PREFIX}{ch}")).await,
                             BusCommand::Unsubscribe(ch) if !h.has_subscribers(&ch) => sink.unsubscribe(format!("{GRIP_REDIS_PREFIX}{ch}")).await,
+                            BusCommand::Sync(done) => {
+                                let _ = done.send(());
+                                Ok(())
+                            }
                             _ => Ok(()),
                         };
                         if result.is_err() {
@@ -301,7 +331,7 @@ mod tests {
             hub.publish(&Item::text("c", format!("m{i}"))).await.unwrap();
         }
         for i in 0..3 {
-            let Some(Outbound::Message(m)) = fast_rx.recv().await else { panic!() };
+            let Some(Outbound::Item { msg: m, .. }) = fast_rx.recv().await else { panic!() };
             assert_eq!(m.to_text().unwrap(), format!("m{i}"));
         }
         assert_eq!(*slow_close.borrow(), Some((4008, "slow consumer".to_owned())));

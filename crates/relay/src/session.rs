@@ -122,7 +122,7 @@ pub(crate) async fn run(
     let (out_tx, out_rx) = mpsc::channel::<Outbound>(shared.config.send_queue_messages);
     let (close_tx, close_rx) = watch::channel::<CloseRequest>(None);
     let close_tx = Arc::new(close_tx);
-    let writer = tokio::spawn(write_loop(sink, out_rx, close_rx.clone()));
+    let writer = tokio::spawn(write_loop(sink, out_rx, close_rx.clone(), close_tx.clone(), shared.config.send_queue_messages));
 
     let mut meta = accepted.meta;
     let keep_alive = accepted.keep_alive;
@@ -137,11 +137,27 @@ pub(crate) async fn run(
     let mut close_rx_main = close_rx.clone();
     let subscriber = Subscriber { out: out_tx.clone(), close: close_tx.clone() };
 
-    // Events the backend sent with its OPEN acceptance.
+    // Applies a response's events in order. Returns the close the backend asked for,
+    // if any; sets `followup` when a `hold` needs the backend called again once the
+    // subscription is effective.
     let apply = |events: Vec<Event>,
-                     subscriptions: &mut HashSet<String>,
-                     detached: &mut bool|
+                 subscriptions: &mut HashSet<String>,
+                 detached: &mut bool,
+                 followup: &mut bool|
      -> Option<(u16, String)> {
+        // Holds first, so no live item can slip out between a subscribe and its hold.
+        if grip {
+            for ev in &events {
+                if let Event::Text(t) = ev {
+                    if let Some(Ok(Control::Hold { channel })) = Control::parse(t) {
+                        if out_tx.try_send(Outbound::Hold(channel)).is_err() {
+                            return Some((CloseCode::SlowConsumer.code(), earshot_protocol::close::REASON_SLOW_CONSUMER.into()));
+                        }
+                        *followup = true;
+                    }
+                }
+            }
+        }
         for ev in events {
             match ev {
                 Event::Text(t) => {
@@ -159,6 +175,12 @@ pub(crate) async fn run(
                                     }
                                 }
                                 Ok(Control::Detach) => *detached = true,
+                                Ok(Control::Hold { .. }) => {}
+                                Ok(Control::Release { channel, after }) => {
+                                    if out_tx.try_send(Outbound::Release { channel, after }).is_err() {
+                                        return Some((CloseCode::SlowConsumer.code(), earshot_protocol::close::REASON_SLOW_CONSUMER.into()));
+                                    }
+                                }
                                 Ok(Control::KeepAlive { .. }) => {}
                                 Err(e) => tracing::warn!(connection_id = %fields.connection_id, error = %e, "malformed GRIP control message"),
                             }
@@ -182,7 +204,8 @@ pub(crate) async fn run(
         None
     };
 
-    let mut close_with: Option<(u16, String)> = apply(accepted.events, &mut subscriptions, &mut detached);
+    let mut followup = false;
+    let mut close_with: Option<(u16, String)> = apply(accepted.events, &mut subscriptions, &mut detached, &mut followup);
     // Whether the backend ended the connection or was told it ended.
     let mut backend_knows = close_with.is_some();
     let mut backend_failed = false;
@@ -193,6 +216,15 @@ pub(crate) async fn run(
     while !finished {
         // Start the next request: queued events, or an empty keep-alive call.
         let keep_alive_due = keep_alive.is_some_and(|k| last_request.elapsed() >= k);
+        if inflight.is_none() && followup {
+            // A hold asked for a follow-up call once the subscription is effective.
+            shared.hub.sync().await;
+            followup = false;
+            let req = build_request(&shared, &template, &fields.connection_id, &meta, &std::mem::take(&mut pending));
+            let backend = shared.backend.clone();
+            inflight = Some(tokio::spawn(async move { backend.call(req).await }));
+            last_request = Instant::now();
+        }
         if inflight.is_none() && (!pending.is_empty() || keep_alive_due) {
             let events = std::mem::take(&mut pending);
             backend_knows |= events.iter().any(|e| matches!(e, Event::Close { .. } | Event::Disconnect));
@@ -237,7 +269,7 @@ pub(crate) async fn run(
                         apply_set_meta(resp.headers(), &mut meta);
                         match decode_events(resp.body()) {
                             Ok(events) => {
-                                if let Some(c) = apply(events, &mut subscriptions, &mut detached) {
+                                if let Some(c) = apply(events, &mut subscriptions, &mut detached, &mut followup) {
                                     if close_with.is_none() { close_with = Some(c); }
                                     backend_knows = true;
                                     finished = true;
@@ -331,25 +363,83 @@ pub(crate) async fn run(
     );
 }
 
+/// Per-connection hold buffers (see `Control::Hold`/`Release`).
+#[derive(Default)]
+struct Holds {
+    held: std::collections::HashMap<String, Vec<(Option<Arc<str>>, Message)>>,
+    floor: std::collections::HashMap<String, String>,
+    buffered: usize,
+}
+
+impl Holds {
+    /// What to send now for an item: nothing (held or a duplicate) or the message.
+    fn admit(&mut self, channel: &str, id: Option<Arc<str>>, msg: Message, limit: usize) -> Result<Option<Message>, ()> {
+        if let Some(buf) = self.held.get_mut(channel) {
+            if self.buffered >= limit {
+                return Err(());
+            }
+            self.buffered += 1;
+            buf.push((id, msg));
+            return Ok(None);
+        }
+        Ok(self.passes(channel, id.as_deref()).then_some(msg))
+    }
+
+    fn passes(&self, channel: &str, id: Option<&str>) -> bool {
+        match (self.floor.get(channel), id) {
+            (Some(after), Some(id)) => earshot_protocol::grip::id_after(id, after),
+            _ => true,
+        }
+    }
+
+    fn release(&mut self, channel: &str, after: Option<String>) -> Vec<Message> {
+        if let Some(a) = after {
+            self.floor.insert(channel.to_owned(), a);
+        }
+        let held = self.held.remove(channel).unwrap_or_default();
+        self.buffered -= held.len();
+        held.into_iter().filter(|(id, _)| self.passes(channel, id.as_deref())).map(|(_, m)| m).collect()
+    }
+}
+
 /// Writes queued messages to the client; on a close request, drops what is queued
 /// (a slow consumer's backlog) and sends the close frame.
 async fn write_loop(
     mut sink: futures::stream::SplitSink<Ws, Message>,
     mut out_rx: mpsc::Receiver<Outbound>,
     mut close_rx: watch::Receiver<CloseRequest>,
+    close_tx: Arc<watch::Sender<CloseRequest>>,
+    hold_limit: usize,
 ) {
-    loop {
+    let mut holds = Holds::default();
+    let mut to_send: Vec<Message> = Vec::new();
+    'outer: loop {
         tokio::select! {
             biased;
             _ = close_rx.changed() => break,
-            msg = out_rx.recv() => match msg {
-                Some(Outbound::Message(m)) => {
+            out = out_rx.recv() => {
+                let Some(out) = out else { break };
+                match out {
+                    Outbound::Message(m) => to_send.push(m),
+                    Outbound::Item { channel, id, msg } => match holds.admit(&channel, id, msg, hold_limit) {
+                        Ok(Some(m)) => to_send.push(m),
+                        Ok(None) => {}
+                        Err(()) => {
+                            let _ = close_tx.send((CloseCode::SlowConsumer.code(), earshot_protocol::close::REASON_SLOW_CONSUMER.to_owned()).into());
+                            break;
+                        }
+                    },
+                    Outbound::Hold(channel) => {
+                        holds.held.entry(channel).or_default();
+                    }
+                    Outbound::Release { channel, after } => to_send.extend(holds.release(&channel, after)),
+                }
+                for m in to_send.drain(..) {
                     if sink.send(m).await.is_err() {
-                        return;
+                        break 'outer;
                     }
                 }
-                None => break,
-            },
+            }
         }
     }
     let close = close_rx.borrow().clone();
