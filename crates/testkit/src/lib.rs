@@ -246,10 +246,12 @@ impl EarshotBuilder {
             let logs = logs.clone();
             std::thread::spawn(move || {
                 for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                    if let Some(addr) = listening_address(&line) {
+                    let addr = listening_address(&line);
+                    // Log first, so a test that sees the address also sees the line.
+                    logs.lock().unwrap().push(line);
+                    if let Some(addr) = addr {
                         let _ = tx.send(addr);
                     }
-                    logs.lock().unwrap().push(line);
                 }
             });
         }

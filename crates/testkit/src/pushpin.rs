@@ -11,19 +11,22 @@ use anyhow::{anyhow, bail, Context};
 /// How long Pushpin's processes may take to open their ports.
 pub const PUSHPIN_READY_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// Pushpin's default ports, shifted together by `port_offset`.
-const PUSHPIN_PORTS: [u16; 5] = [7999, 5560, 5561, 5562, 5563];
+/// Pushpin's handler ports, shifted together by `port_offset` (the client port is
+/// set on its own: `port_offset` does not move it).
+const HANDLER_PORTS: [u16; 4] = [5560, 5561, 5562, 5563];
 
-/// A running Pushpin, killed on drop.
+/// A running Pushpin (and the zurl it sends backend requests through), killed on drop.
 pub struct Pushpin {
     child: Option<Child>,
+    zurl: Option<Child>,
     offset: u16,
+    http_port: u16,
     _dir: tempfile::TempDir,
     log: PathBuf,
 }
 
 fn ports_free(offset: u16) -> bool {
-    PUSHPIN_PORTS.iter().all(|p| TcpListener::bind(("127.0.0.1", p + offset)).is_ok())
+    HANDLER_PORTS.iter().all(|p| TcpListener::bind(("127.0.0.1", p + offset)).is_ok())
 }
 
 impl Pushpin {
@@ -39,10 +42,39 @@ impl Pushpin {
             .map(|i| 1000 + (seed.wrapping_add(i.wrapping_mul(97))) % 20000)
             .find(|o| ports_free(*o))
             .ok_or_else(|| anyhow!("no free port range for pushpin"))?;
+        let http_port = crate::free_port();
+        let ipc = |name: &str| format!("ipc://{}/{name}", dir.path().display());
+        // Pushpin reaches backends through zurl; Debian's config expects a system zurl
+        // under /var/run/zurl, which a container does not run. Start a private one that
+        // may reach loopback (zurl denies 127.* by default).
+        let zurl_conf = format!(
+            "[General]\ninstance_id=\nin_spec={}\nin_stream_spec={}\nout_spec={}\nin_req_spec={}\nipc_file_mode=600\ndefpolicy=allow\nallow=\ndeny=\nmax_open_requests=2000\nbuffer_size=200000\ntimeout=600\nin_hwm=1000\nout_hwm=1000\n",
+            ipc("zurl-in"),
+            ipc("zurl-in-stream"),
+            ipc("zurl-out"),
+            ipc("zurl-req")
+        );
+        std::fs::write(dir.path().join("zurl.conf"), zurl_conf)?;
+        let zurl = Command::new("zurl")
+            .arg(format!("--config={}", dir.path().join("zurl.conf").display()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting zurl (installed with pushpin)")?;
         let template = std::fs::read_to_string("/etc/pushpin/pushpin.conf").context("reading /etc/pushpin/pushpin.conf")?;
         let mut conf = String::new();
         for line in template.lines() {
-            let line = if line.starts_with("rundir=") {
+            let line = if line == "[proxy]" {
+                format!(
+                    "[proxy]\nzurl_out_specs={}\nzurl_out_stream_specs={}\nzurl_in_specs={}",
+                    ipc("zurl-in"),
+                    ipc("zurl-in-stream"),
+                    ipc("zurl-out")
+                )
+            } else if line.starts_with("http_port=") {
+                format!("http_port={http_port}")
+            } else if line.starts_with("rundir=") {
                 format!("rundir={}", dir.path().display())
             } else if line.starts_with("logdir=") {
                 format!("logdir={}", dir.path().display())
@@ -63,8 +95,6 @@ impl Pushpin {
         let child = Command::new("pushpin")
             .arg("--config")
             .arg(&conf_path)
-            .arg("--id")
-            .arg(format!("earshot-test-{offset}"))
             .arg("--merge-output")
             .arg("--logfile")
             .arg(&log)
@@ -73,7 +103,7 @@ impl Pushpin {
             .stderr(Stdio::null())
             .spawn()
             .context("starting pushpin")?;
-        let mut p = Pushpin { child: Some(child), offset, _dir: dir, log };
+        let mut p = Pushpin { child: Some(child), zurl: Some(zurl), offset, http_port, _dir: dir, log };
         let deadline = Instant::now() + PUSHPIN_READY_TIMEOUT;
         while Instant::now() < deadline {
             let up = [p.http_port(), p.publish_port()]
@@ -92,7 +122,7 @@ impl Pushpin {
 
     /// Port clients connect to.
     pub fn http_port(&self) -> u16 {
-        7999 + self.offset
+        self.http_port
     }
 
     /// Port of Pushpin's HTTP publish endpoint (`/publish/`).
@@ -108,6 +138,10 @@ impl Pushpin {
 
 impl Drop for Pushpin {
     fn drop(&mut self) {
+        if let Some(mut z) = self.zurl.take() {
+            let _ = z.kill();
+            let _ = z.wait();
+        }
         if let Some(mut c) = self.child.take() {
             // SIGTERM lets pushpin stop its subprocesses (condure, proxy, handler).
             #[allow(unsafe_code)]

@@ -1,0 +1,99 @@
+//! Authentication of a WebSocket's OPEN (DESIGN.md "Tokens"): one carrier, a verified token,
+//! not revoked, with the route's scope and meeting. Runs once per connection: the handshake
+//! is the only moment a refusal can still be explained to the client.
+
+use earshot_auth::{
+    extract_token, revocation_key, AuthError, ConfigError, RevocationRecord, Scope, VerifiedToken,
+    Verifier, BEARER_SUBPROTOCOL_PREFIX,
+};
+use earshot_protocol::ids::SUBPROTOCOL;
+use earshot_protocol::MeetingId;
+
+use crate::effects::{EffectError, Effects};
+use crate::settings::TokenSettings;
+
+/// Where the client may have put its token: the replayed handshake.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Credentials {
+    /// The request's query string (`?token=`).
+    pub(crate) query: Option<String>,
+    /// Every `Authorization` header value.
+    pub(crate) authorization: Vec<String>,
+    /// Every `Sec-WebSocket-Protocol` header value, joined with `, `.
+    pub(crate) protocols: Option<String>,
+}
+
+/// Why an OPEN was not authenticated.
+#[derive(Debug)]
+pub(crate) enum AuthFailure {
+    /// The client's fault: close 1008 `auth failed: <reason>`.
+    Denied(AuthError),
+    /// The token variables are unusable: the backend's fault (1011).
+    Misconfigured(ConfigError),
+    /// The revocation list could not be read: fail closed, retryable (1011).
+    StoreUnavailable(EffectError),
+}
+
+/// Authenticates the OPEN of a connection to `meeting` that needs `scope`, at `now_unix`.
+pub(crate) fn authenticate(
+    credentials: &Credentials,
+    settings: &TokenSettings,
+    scope: Scope,
+    meeting: &MeetingId,
+    now_unix: u64,
+    effects: &mut impl Effects,
+) -> Result<VerifiedToken, AuthFailure> {
+    let authorization = match credentials.authorization.as_slice() {
+        [] => None,
+        [one] => Some(one.as_str()),
+        // Two Authorization headers are two carriers.
+        _ => return Err(AuthFailure::Denied(AuthError::Ambiguous)),
+    };
+    let token = extract_token(
+        credentials.query.as_deref(),
+        authorization,
+        credentials.protocols.as_deref(),
+    )
+    .map_err(AuthFailure::Denied)?;
+    let verifier = Verifier::from_settings(
+        &settings.algorithm,
+        &settings.secret,
+        &settings.public_key,
+        &settings.audience,
+    )
+    .map_err(AuthFailure::Misconfigured)?;
+    let verified = verifier
+        .verify(&token, now_unix)
+        .map_err(AuthFailure::Denied)?;
+    if let Some(jti) = &verified.jti {
+        let stored = effects
+            .kv_get(&revocation_key(jti))
+            .map_err(AuthFailure::StoreUnavailable)?;
+        RevocationRecord::status(stored.as_deref(), now_unix)
+            .check()
+            .map_err(AuthFailure::Denied)?;
+    }
+    verified
+        .authorize(scope, Some(meeting.as_str()))
+        .map_err(AuthFailure::Denied)?;
+    Ok(verified)
+}
+
+/// The `Sec-WebSocket-Protocol` to answer with, given what the client offered: Earshot's own
+/// protocol when offered; else the `bearer.<token>` entry, because a browser that used it only
+/// to carry the token fails the upgrade unless one offered protocol is selected (so the
+/// client would never see the close code); else none.
+pub(crate) fn select_subprotocol(offered: Option<&str>) -> Option<String> {
+    let entries: Vec<&str> = offered?
+        .split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .collect();
+    if entries.contains(&SUBPROTOCOL) {
+        return Some(SUBPROTOCOL.to_owned());
+    }
+    entries
+        .into_iter()
+        .find(|e| e.starts_with(BEARER_SUBPROTOCOL_PREFIX))
+        .map(str::to_owned)
+}

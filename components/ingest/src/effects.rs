@@ -1,0 +1,59 @@
+//! The capabilities the connection state machine needs from its host, named by one trait:
+//! the Spin shell implements it over the key-value store, outbound Redis and outbound HTTP
+//! (`spin::backend`), the unit tests over memory. Everything that decides something — which
+//! backend, which close code — stays on the pure side of this line.
+
+use serde_json::Value;
+
+use crate::settings::RateLimit;
+
+/// Why a host capability failed. The text is for the log only, never for a client (it can
+/// name hosts and keys).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct EffectError(pub(crate) String);
+
+/// A compare-and-swap update of one key-value entry: given the current value, the value to
+/// store, or `None` to leave the entry as it is.
+pub(crate) type Update<'a> = dyn FnMut(Option<&[u8]>) -> Option<Vec<u8>> + 'a;
+
+/// What the state machine asks of its host.
+pub(crate) trait Effects {
+    /// Reads an entry of the `default` key-value store.
+    fn kv_get(&mut self, key: &str) -> Result<Option<Vec<u8>>, EffectError>;
+
+    /// Replaces an entry of the `default` key-value store with `update(current)`, atomically
+    /// (compare-and-swap): when another writer got in between, `update` runs again on the
+    /// newer value, so whatever `update` decided in its last run is what happened.
+    fn kv_update(&mut self, key: &str, update: &mut Update<'_>) -> Result<(), EffectError>;
+
+    /// Runs the sliding-log script (`ratelimit::SCRIPT`) on Redis sorted set `key` for
+    /// `member`; `true` when the connection was admitted (and recorded).
+    fn redis_admit(
+        &mut self,
+        key: &str,
+        member: &str,
+        limit: RateLimit,
+    ) -> Result<bool, EffectError>;
+
+    /// `XADD key MAXLEN ~ maxlen * <fields…>`; `Ok` only once Redis confirmed the entry.
+    fn redis_xadd(
+        &mut self,
+        key: &str,
+        maxlen: u64,
+        fields: &[(&str, &[u8])],
+    ) -> Result<(), EffectError>;
+
+    /// `PUBLISH channel payload`.
+    fn redis_publish(&mut self, channel: &str, payload: &[u8]) -> Result<(), EffectError>;
+
+    /// POSTs a GRIP publish body (JSON) to `url`. It may go out after this request's reply is
+    /// built; its failure is the implementation's to log, it never fails the connection.
+    fn http_publish(&mut self, url: &str, body: Vec<u8>);
+
+    /// `bytes` random bytes from a CSPRNG, hex-encoded.
+    fn random_hex(&mut self, bytes: usize) -> Result<String, EffectError>;
+
+    /// Writes one log line.
+    fn log(&mut self, line: Value);
+}

@@ -1,0 +1,223 @@
+//! The ingest route (DESIGN.md "Ingest protocol"): rate limit and presence at OPEN, then
+//! handshake → PCM frames appended to the source's Redis Stream → acks → `close_stream`,
+//! with the handshake and idle timeouts run on the relay's keep-alive requests.
+
+use earshot_protocol::close::{
+    REASON_AUDIO_STORE_UNAVAILABLE, REASON_BINARY_BEFORE_HANDSHAKE, REASON_DUPLICATE_HANDSHAKE,
+    REASON_HANDSHAKE_TIMEOUT, REASON_IDLE, REASON_RATE_LIMITED, REASON_RATE_LIMITER_UNAVAILABLE,
+    REASON_STREAM_CLOSED, REASON_TOO_BIG,
+};
+use earshot_protocol::ids::{
+    audio_stream_key, AUDIO_FIELD_BYTES, AUDIO_FIELD_PCM, AUDIO_FIELD_SEQ, AUDIO_FIELD_SESSION,
+};
+use earshot_protocol::ingest::{ClientMessage, ServerMessage};
+use earshot_protocol::limits::{AUDIO_STREAM_MAXLEN, MAX_FRAME_BYTES};
+use earshot_protocol::{CloseCode, Event, MeetingId, Source, WsRoute};
+
+use crate::effects::Effects;
+use crate::log::{Level, State};
+use crate::meta::Phase;
+use crate::presence::{self, Stream};
+use crate::ratelimit::{self, Admission};
+use crate::session::{reason, Session};
+
+/// Shortest time between two acks, in milliseconds. An ack per 20 ms frame would double the
+/// messages on the wire for nothing; four a second keep a client's unacknowledged backlog
+/// (what it must resend after a reconnect) under a quarter second, well inside DESIGN.md's
+/// "at least every second" even when a pending ack waits for the relay's 1 s keep-alive.
+/// (Pushpin raises `Keep-Alive-Interval` to at least 20 s; there the ack of the last frames
+/// before audio stops waits for the next request, while flowing audio is acked as here.)
+pub(crate) const ACK_MIN_INTERVAL_MS: u64 = 250;
+
+/// Random bytes in a session id: 128 bits, so ids never collide across sessions.
+pub(crate) const SESSION_ID_BYTES: usize = 16;
+
+impl<E: Effects> Session<'_, E> {
+    /// An authenticated OPEN: admit it against the rate limit, accept, announce presence.
+    pub(crate) fn open_ingest(&mut self, meeting: &MeetingId, source: Source, sub: &str) {
+        match ratelimit::admit(
+            self.settings,
+            self.effects,
+            meeting,
+            source,
+            self.connection_id,
+            self.now_ms,
+        ) {
+            Ok(Admission::Admitted) => {}
+            Ok(Admission::Refused) => {
+                return self.refuse(CloseCode::TryAgainLater, REASON_RATE_LIMITED, None)
+            }
+            Err(e) => {
+                return self.refuse(
+                    CloseCode::InternalError,
+                    REASON_RATE_LIMITER_UNAVAILABLE,
+                    Some(e.0),
+                )
+            }
+        }
+        self.accept(sub);
+        let stream = Stream {
+            meeting,
+            source,
+            connection_id: self.connection_id,
+        };
+        presence::connected(self.settings, self.effects, &self.log, stream, self.now_ms);
+        let line = self.log.transition(State::Connected, "connected");
+        self.emit(line);
+    }
+
+    /// Closes a stream whose handshake or activity deadline has passed. Checked before the
+    /// request's events: a late handshake or frame does not undo a missed deadline.
+    pub(crate) fn ingest_timeouts(&mut self) {
+        let now = self.now_ms;
+        let state = self.state();
+        let (phase, opened, last_activity) = (state.phase, state.opened_ms, state.last_activity_ms);
+        match phase {
+            Phase::Connected
+                if now.saturating_sub(opened) >= self.settings.handshake_timeout_ms =>
+            {
+                self.close(CloseCode::ProtocolError, REASON_HANDSHAKE_TIMEOUT);
+            }
+            Phase::HandshakeComplete | Phase::PcmStreaming
+                if now.saturating_sub(last_activity) >= self.settings.idle_timeout_ms =>
+            {
+                self.close(CloseCode::Normal, REASON_IDLE);
+            }
+            _ => {}
+        }
+    }
+
+    /// A text message from the capture agent.
+    pub(crate) fn ingest_text(&mut self, text: &str) {
+        let message = match ClientMessage::parse(text) {
+            Ok(message) => message,
+            Err(e) => return self.close(e.close_code(), &e.to_string()),
+        };
+        match message {
+            ClientMessage::Handshake(_) if self.state().phase != Phase::Connected => {
+                self.close(CloseCode::ProtocolError, REASON_DUPLICATE_HANDSHAKE);
+            }
+            ClientMessage::Handshake(format) => {
+                let session_id = match self.effects.random_hex(SESSION_ID_BYTES) {
+                    Ok(id) => id,
+                    Err(e) => {
+                        let line = self
+                            .log
+                            .line(Level::Error, "no randomness")
+                            .with("detail", e.0);
+                        self.emit(line);
+                        return self
+                            .close(CloseCode::InternalError, reason::SESSION_ID_UNAVAILABLE);
+                    }
+                };
+                let ack = ServerMessage::HandshakeAck {
+                    connection_id: self.connection_id.to_owned(),
+                    session_id: session_id.clone(),
+                    max_frame_bytes: MAX_FRAME_BYTES,
+                };
+                self.out.push(Event::Text(ack.to_json()));
+                let now = self.now_ms;
+                let state = self.state();
+                state.phase = Phase::HandshakeComplete;
+                state.session_id = Some(session_id.clone());
+                state.last_activity_ms = now;
+                let line = self
+                    .log
+                    .transition(State::HandshakeComplete, "handshake complete")
+                    .with("session_id", session_id)
+                    .with("sample_rate", format.sample_rate)
+                    .with("channels", format.channels);
+                self.emit(line);
+            }
+            ClientMessage::Keepalive => {
+                let now = self.now_ms;
+                self.state().last_activity_ms = now;
+            }
+            ClientMessage::CloseStream => {
+                let state = self.state();
+                let (frames, bytes) = (state.frames, state.bytes);
+                // The final totals make any pending ack redundant.
+                state.acked_frames = frames;
+                self.out.push(Event::Text(
+                    ServerMessage::Closed { frames, bytes }.to_json(),
+                ));
+                self.close_because(
+                    CloseCode::Normal,
+                    REASON_STREAM_CLOSED,
+                    reason::CLOSE_STREAM,
+                );
+            }
+        }
+    }
+
+    /// A PCM frame: appended to `audio:{meeting}:{source}`, counted once Redis confirmed it.
+    pub(crate) fn ingest_binary(&mut self, pcm: &[u8]) {
+        if self.state().phase == Phase::Connected {
+            return self.close(CloseCode::ProtocolError, REASON_BINARY_BEFORE_HANDSHAKE);
+        }
+        if pcm.len() > MAX_FRAME_BYTES {
+            return self.close(CloseCode::TooBig, REASON_TOO_BIG);
+        }
+        if !self.settings.has_redis() {
+            let line = self
+                .log
+                .line(Level::Error, "audio store unavailable")
+                .with("detail", "redis_url is not set");
+            self.emit(line);
+            return self.close(CloseCode::InternalError, REASON_AUDIO_STORE_UNAVAILABLE);
+        }
+        let WsRoute::Ingest { meeting, source } = self.route else {
+            unreachable!("ingest handlers run on the ingest route");
+        };
+        let state = self.state();
+        let seq = (state.frames + 1).to_string();
+        let len = pcm.len().to_string();
+        let session = state.session_id.clone().unwrap_or_default();
+        let fields: [(&str, &[u8]); 4] = [
+            (AUDIO_FIELD_SEQ, seq.as_bytes()),
+            (AUDIO_FIELD_BYTES, len.as_bytes()),
+            (AUDIO_FIELD_SESSION, session.as_bytes()),
+            (AUDIO_FIELD_PCM, pcm),
+        ];
+        if let Err(e) = self.effects.redis_xadd(
+            &audio_stream_key(meeting, *source),
+            AUDIO_STREAM_MAXLEN,
+            &fields,
+        ) {
+            let line = self
+                .log
+                .line(Level::Error, "audio append failed")
+                .with("detail", e.0);
+            self.emit(line);
+            return self.close(CloseCode::InternalError, REASON_AUDIO_STORE_UNAVAILABLE);
+        }
+        let now = self.now_ms;
+        let state = self.state();
+        state.frames += 1;
+        state.bytes += pcm.len() as u64;
+        state.last_activity_ms = now;
+        if state.phase == Phase::HandshakeComplete {
+            state.phase = Phase::PcmStreaming;
+            let line = self.log.transition(State::PcmStreaming, "pcm streaming");
+            self.emit(line);
+        }
+    }
+
+    /// Sends `ack` with the totals when they advanced since the last one and either `force`
+    /// is set or [`ACK_MIN_INTERVAL_MS`] has passed; otherwise the ack stays pending for a
+    /// later request (at the latest the relay's keep-alive).
+    pub(crate) fn flush_ack(&mut self, force: bool) {
+        let now = self.now_ms;
+        let state = self.state();
+        let due = force || now.saturating_sub(state.last_ack_ms) >= ACK_MIN_INTERVAL_MS;
+        if state.frames > state.acked_frames && due {
+            let ack = ServerMessage::Ack {
+                frames: state.frames,
+                bytes: state.bytes,
+            };
+            state.acked_frames = state.frames;
+            state.last_ack_ms = now;
+            self.out.push(Event::Text(ack.to_json()));
+        }
+    }
+}
