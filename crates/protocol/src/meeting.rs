@@ -56,6 +56,32 @@ impl MeetingEvent {
     }
 }
 
+/// A meeting's transcript state in the key-value store (`meeting_state_key`), written
+/// by the transcripts component and read for the subscribe snapshot.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MeetingState {
+    /// Offset of the newest final segment, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_transcript_offset: Option<String>,
+    /// Final segments appended so far.
+    #[serde(default)]
+    pub final_segments: u64,
+    /// Last update, unix milliseconds.
+    #[serde(default)]
+    pub updated_ms: u64,
+}
+
+/// Key-value key of a meeting's [`MeetingState`].
+pub fn meeting_state_key(meeting: &crate::ids::MeetingId) -> String {
+    format!("meeting:{meeting}:state")
+}
+
+/// A meeting is known once a capture agent has connected to it (it has a presence
+/// record) or a transcript was accepted for it (it has a state record).
+pub fn is_known_meeting(has_presence: bool, has_state: bool) -> bool {
+    has_presence || has_state
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
