@@ -44,7 +44,7 @@ impl Router {
     ) -> http::Response<HyperOutgoingBody> {
         let path = req.uri().path();
         if path.starts_with(WS_PREFIX) && is_websocket_upgrade(&req) {
-            return boxed(self.relay.upgrade(req).await);
+            return boxed(self.relay.upgrade(req, peer).await);
         }
         if path == "/publish/" || path == "/publish" {
             if !self.may_publish(&req, peer) {

@@ -5,6 +5,7 @@
 
 pub mod backend;
 pub mod hub;
+pub mod limits;
 mod publish;
 mod session;
 mod upgrade;
@@ -30,6 +31,12 @@ pub struct RelayConfig {
     pub max_message_bytes: usize,
     /// Key for signing `Grip-Sig` on backend requests (none: unsigned).
     pub grip_sig_key: Option<String>,
+    /// Most WebSockets from one IP (more: HTTP 429 before upgrading).
+    pub max_connections_per_ip: usize,
+    /// Most WebSockets in total (more: HTTP 503 before upgrading).
+    pub max_connections_total: usize,
+    /// Browser origins allowed besides same-origin and no-Origin clients (`*`: any).
+    pub allowed_origins: Vec<String>,
 }
 
 impl Default for RelayConfig {
@@ -38,6 +45,9 @@ impl Default for RelayConfig {
             send_queue_messages: SEND_QUEUE_MESSAGES,
             max_message_bytes: earshot_protocol::limits::RELAY_MAX_MESSAGE_BYTES,
             grip_sig_key: None,
+            max_connections_per_ip: limits::DEFAULT_MAX_CONNECTIONS_PER_IP,
+            max_connections_total: limits::DEFAULT_MAX_CONNECTIONS_TOTAL,
+            allowed_origins: Vec::new(),
         }
     }
 }
@@ -49,6 +59,7 @@ pub(crate) struct RelayShared {
     pub(crate) config: RelayConfig,
     grip_key: Option<jwt_simple::prelude::HS256Key>,
     conn_seq: AtomicU64,
+    pub(crate) limits: limits::ConnectionLimits,
 }
 
 /// How long a `Grip-Sig` stays valid, in seconds: each request is signed afresh, so
@@ -91,7 +102,14 @@ impl Relay {
             .filter(|k| !k.is_empty())
             .map(|k| jwt_simple::prelude::HS256Key::from_bytes(k.as_bytes()));
         Relay {
-            shared: Arc::new(RelayShared { backend, hub, config, grip_key, conn_seq: AtomicU64::new(1) }),
+            shared: Arc::new(RelayShared {
+                limits: limits::ConnectionLimits::new(config.max_connections_per_ip, config.max_connections_total),
+                backend,
+                hub,
+                config,
+                grip_key,
+                conn_seq: AtomicU64::new(1),
+            }),
             shutdown,
         }
     }

@@ -68,7 +68,31 @@ pub(crate) fn redact(uri: &http::Uri) -> String {
 impl Relay {
     /// Handles a WebSocket upgrade request: asks the backend with OPEN, answers 101
     /// (or the backend's refusal), then runs the session in its own task.
-    pub async fn upgrade<B: Send + 'static>(&self, mut req: http::Request<B>) -> http::Response<Full<Bytes>> {
+    pub async fn upgrade<B: Send + 'static>(
+        &self,
+        mut req: http::Request<B>,
+        peer: std::net::SocketAddr,
+    ) -> http::Response<Full<Bytes>> {
+        let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+        if !crate::limits::origin_allowed(header("origin"), header("host"), &self.shared.config.allowed_origins) {
+            return text(http::StatusCode::FORBIDDEN, "origin not allowed\n");
+        }
+        let slot = match self.shared.limits.acquire(peer.ip()) {
+            Ok(slot) => slot,
+            Err(e) => {
+                let status = match e {
+                    crate::limits::LimitError::PerIp => http::StatusCode::TOO_MANY_REQUESTS,
+                    crate::limits::LimitError::Total => http::StatusCode::SERVICE_UNAVAILABLE,
+                };
+                tracing::warn!(peer = %peer.ip(), error = %e, "websocket refused before upgrade");
+                return http::Response::builder()
+                    .status(status)
+                    .header("retry-after", crate::limits::RETRY_AFTER_S.to_string())
+                    .header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")
+                    .body(Full::new(Bytes::from(format!("{e}\n"))))
+                    .expect("valid response");
+            }
+        };
         let Some(key) = req.headers().get("sec-websocket-key").map(|k| k.as_bytes().to_vec()) else {
             return text(http::StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key\n");
         };
@@ -191,6 +215,7 @@ impl Relay {
                 "websocket accepted"
             );
             session::run(shared, ws, template, fields, accepted, shutdown).await;
+            drop(slot);
         });
         resp
     }
