@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,8 +17,12 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
 mod backend;
+mod demo_wav;
 mod secrets;
 mod serve;
+mod stream;
+mod token_cmd;
+mod wav;
 
 /// How long `earshot up` waits for in-flight requests after SIGTERM before it exits
 /// anyway. Requests finish in milliseconds; 10 s also covers a slow Redis round trip
@@ -35,6 +40,12 @@ struct Cli {
 enum Command {
     /// Run the Spin application (spin.toml) on the embedded wasmtime host.
     Up(UpArgs),
+    /// Mint a development token with the local server's secret (printed alone on stdout).
+    Token(token_cmd::TokenArgs),
+    /// Stream a WAV file (or PCM on stdin) to a meeting, like a capture agent.
+    Stream(stream::StreamArgs),
+    /// Write a 16 kHz mono test WAV (tone, silence, tone).
+    DemoWav(demo_wav::DemoWavArgs),
 }
 
 #[derive(clap::Args)]
@@ -71,6 +82,18 @@ struct UpArgs {
     publish_key: Option<String>,
 }
 
+/// Logs of the client commands: human-readable on stderr, so stdout carries only the
+/// command's output (`T=$(earshot token)`).
+fn init_cli_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("EARSHOT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .init();
+}
+
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("EARSHOT_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -85,11 +108,29 @@ fn init_logging() {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
-    init_logging();
+    if let Command::Up(_) = cli.command {
+        init_logging();
+    } else {
+        init_cli_logging();
+    }
     match cli.command {
-        Command::Up(args) => up(args).await,
+        Command::Up(args) => up(args).await.map(|()| ExitCode::SUCCESS),
+        Command::Token(args) => Ok(cli_outcome("token", token_cmd::run(args))),
+        Command::Stream(args) => Ok(ExitCode::from(stream::run(args).await)),
+        Command::DemoWav(args) => Ok(cli_outcome("demo-wav", demo_wav::run(args))),
+    }
+}
+
+/// A client command's error as one line on stderr (no backtrace), exit code 1.
+fn cli_outcome(command: &str, result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("earshot {command}: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -37,23 +37,55 @@ fn random_hex() -> anyhow::Result<String> {
 /// Loads (or creates) the development secrets in `state_dir`.
 pub(crate) fn load_or_create(state_dir: &Path) -> anyhow::Result<DevSecrets> {
     let path = dev_secrets_path(state_dir);
-    if let Ok(text) = std::fs::read_to_string(&path) {
-        return serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()));
+    if let Some(secrets) = load(&path)? {
+        return Ok(secrets);
     }
     let secrets = DevSecrets { jwt_secret: random_hex()?, admin_key: random_hex()? };
     std::fs::create_dir_all(state_dir).with_context(|| format!("creating {}", state_dir.display()))?;
-    let mut file = {
+    // Written under a private name, then linked into place: `earshot up` and `earshot token`
+    // may race to create the file, and neither may ever read it half-written.
+    let temp = state_dir.join(format!(".dev-secrets.{}.tmp", random_hex()?));
+    let write = || -> anyhow::Result<()> {
         use std::os::unix::fs::OpenOptionsExt;
-        std::fs::OpenOptions::new()
+        let mut file = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o600)
-            .open(&path)
-            .with_context(|| format!("creating {}", path.display()))?
+            .open(&temp)
+            .with_context(|| format!("creating {}", temp.display()))?;
+        file.write_all(serde_json::to_string_pretty(&secrets)?.as_bytes())?;
+        file.sync_all()?;
+        Ok(())
     };
-    file.write_all(serde_json::to_string_pretty(&secrets)?.as_bytes())?;
+    let linked = write().and_then(|()| match std::fs::hard_link(&temp, &path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(anyhow::Error::new(e).context(format!("creating {}", path.display()))),
+    });
+    let _ = std::fs::remove_file(&temp);
+    if !linked? {
+        // Another process won the race: use its secrets.
+        return load(&path)?.with_context(|| format!("{} vanished while being created", path.display()));
+    }
     tracing::warn!(path = %path.display(), "generated development secrets (set SPIN_VARIABLE_JWT_SECRET and SPIN_VARIABLE_ADMIN_KEY in production)");
     Ok(secrets)
+}
+
+fn load(path: &Path) -> anyhow::Result<Option<DevSecrets>> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => serde_json::from_str(&text).map(Some).with_context(|| format!("parsing {}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(anyhow::Error::new(e).context(format!("reading {}", path.display()))),
+    }
+}
+
+/// The HS256 secret `earshot up` in `state_dir` signs with: `SPIN_VARIABLE_JWT_SECRET` when
+/// set, else the development one (created now if this is the first run).
+pub(crate) fn jwt_secret(state_dir: &Path) -> anyhow::Result<String> {
+    match std::env::var(earshot_host::variables::env_name("jwt_secret")) {
+        Ok(secret) => Ok(secret),
+        Err(_) => Ok(load_or_create(state_dir)?.jwt_secret),
+    }
 }
 
 /// Fills `overrides` with development values for required secret variables that no
