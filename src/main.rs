@@ -80,6 +80,15 @@ struct UpArgs {
     /// Bearer key for `POST /publish/` from non-loopback peers (default: admin_key).
     #[arg(long, env = "EARSHOT_PUBLISH_KEY")]
     publish_key: Option<String>,
+    /// Most WebSockets from one IP address (more are refused with 429).
+    #[arg(long, env = "EARSHOT_MAX_CONNECTIONS_PER_IP", default_value_t = earshot_relay::limits::DEFAULT_MAX_CONNECTIONS_PER_IP)]
+    max_connections_per_ip: usize,
+    /// Most WebSockets in total (more are refused with 503).
+    #[arg(long, env = "EARSHOT_MAX_CONNECTIONS", default_value_t = earshot_relay::limits::DEFAULT_MAX_CONNECTIONS_TOTAL)]
+    max_connections: usize,
+    /// Browser origins allowed to open WebSockets besides the same origin (repeatable; `*` = any).
+    #[arg(long = "allow-origin", env = "EARSHOT_ALLOW_ORIGINS", value_delimiter = ',')]
+    allow_origins: Vec<String>,
 }
 
 /// Logs of the client commands: human-readable on stderr, so stdout carries only the
@@ -168,7 +177,13 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     let relay = Relay::new(
         backend.clone(),
         hub,
-        RelayConfig { grip_sig_key: args.grip_sig_key.clone(), ..RelayConfig::default() },
+        RelayConfig {
+            grip_sig_key: args.grip_sig_key.clone(),
+            max_connections_per_ip: args.max_connections_per_ip,
+            max_connections_total: args.max_connections,
+            allowed_origins: args.allow_origins.clone(),
+            ..RelayConfig::default()
+        },
         stop_rx.clone(),
     );
     let router = Arc::new(serve::Router { app: app.clone(), remote: args.backend.as_deref().map(HttpBackend::new), relay: relay.clone(), publish_key });
