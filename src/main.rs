@@ -17,6 +17,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
 mod backend;
+mod metrics;
 mod demo_wav;
 mod secrets;
 mod serve;

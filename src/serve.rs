@@ -46,6 +46,18 @@ impl Router {
         if path.starts_with(WS_PREFIX) && is_websocket_upgrade(&req) {
             return boxed(self.relay.upgrade(req, peer).await);
         }
+        if path == "/metrics" {
+            if !self.may_publish(&req, peer) {
+                return status(http::StatusCode::UNAUTHORIZED, "metrics need Authorization: Bearer <publish key>\n");
+            }
+            let body = crate::metrics::render(&self.relay);
+            return boxed(
+                http::Response::builder()
+                    .header(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")
+                    .body(Full::new(Bytes::from(body)))
+                    .expect("valid response"),
+            );
+        }
         if path == "/publish/" || path == "/publish" {
             if !self.may_publish(&req, peer) {
                 return status(http::StatusCode::UNAUTHORIZED, "publish needs Authorization: Bearer <publish key>\n");
@@ -61,8 +73,8 @@ impl Router {
         }
     }
 
-    /// Loopback peers (the components publishing to their own relay) may publish;
-    /// anyone else needs the publish key.
+    /// Loopback peers (the components publishing to their own relay, a local scraper)
+    /// may publish and read metrics; anyone else needs the publish key.
     fn may_publish<B>(&self, req: &http::Request<B>, peer: SocketAddr) -> bool {
         if peer.ip().is_loopback() {
             return true;

@@ -112,6 +112,9 @@ async fn seed_checks_all_pass() {
     let sub = token(&s.secret, "subscribe", &["seed"]);
     for path in ["/api/v1/ws/meetings/seed", "/api/v1/ws/transcript/seed"] {
         let mut c = connect(&s.server.ws_url(&format!("{path}?token={sub}")), &[]).await.expect("subscriber accepted");
+        if path.contains("/meetings/") {
+            assert_eq!(next_json(&mut c).await.unwrap()["type"], "snapshot", "meeting subscribers get a snapshot first");
+        }
         // Still open: a keepalive is accepted silently, and nothing closes us.
         send_text(&mut c, r#"{"type":"keepalive"}"#).await.unwrap();
         assert!(tokio::time::timeout(Duration::from_millis(300), futures::StreamExt::next(&mut c)).await.is_err(), "{path} stays open");
@@ -326,8 +329,8 @@ async fn grip_publish_reaches_subscribers_across_two_relays() {
     let body = serde_json::json!({"items": [{"channel": "meeting:fan", "formats": {"ws-message": {"content": "{\"type\":\"hello\"}"}}}]});
     let resp = reqwest::Client::new().post(a.url("/publish/")).json(&body).send().await.unwrap();
     assert_eq!(resp.status().as_u16(), 200);
-    assert_eq!(next_json(&mut on_b).await.unwrap()["type"], "hello", "published on A, received on B");
-    assert_eq!(next_json(&mut on_a).await.unwrap()["type"], "hello", "and on A");
+    assert_eq!(next_of_type(&mut on_b, "hello").await.unwrap()["type"], "hello", "published on A, received on B");
+    assert_eq!(next_of_type(&mut on_a, "hello").await.unwrap()["type"], "hello", "and on A");
 }
 
 #[tokio::test(flavor = "multi_thread")]

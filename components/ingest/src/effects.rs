@@ -5,6 +5,7 @@
 
 use serde_json::Value;
 
+use crate::history::History;
 use crate::settings::RateLimit;
 
 /// Why a host capability failed. The text is for the log only, never for a client (it can
@@ -43,6 +44,16 @@ pub(crate) trait Effects {
         maxlen: u64,
         fields: &[(&str, &[u8])],
     ) -> Result<(), EffectError>;
+
+    /// Runs the history script (`history::SCRIPT`) on transcript stream `key`: at most
+    /// `count` entries after offset `after` (exclusive), newest first, with what the stream
+    /// knows about removed entries. A stream that does not exist has no history.
+    fn redis_history(
+        &mut self,
+        key: &str,
+        after: &str,
+        count: usize,
+    ) -> Result<History, EffectError>;
 
     /// `PUBLISH channel payload`.
     fn redis_publish(&mut self, channel: &str, payload: &[u8]) -> Result<(), EffectError>;

@@ -1,6 +1,7 @@
 //! The ingest route (DESIGN.md "Ingest protocol"): rate limit and presence at OPEN, then
-//! handshake → PCM frames appended to the source's Redis Stream → acks → `close_stream`,
-//! with the handshake and idle timeouts run on the relay's keep-alive requests.
+//! handshake → PCM frames appended to the source's Redis Stream (and analysed for talk
+//! time, `analytics.rs`) → acks → `close_stream`, with the handshake and idle timeouts run
+//! on the relay's keep-alive requests.
 
 use earshot_protocol::close::{
     REASON_AUDIO_STORE_UNAVAILABLE, REASON_BINARY_BEFORE_HANDSHAKE, REASON_DUPLICATE_HANDSHAKE,
@@ -128,6 +129,7 @@ impl<E: Effects> Session<'_, E> {
                     .with("sample_rate", format.sample_rate)
                     .with("channels", format.channels);
                 self.emit(line);
+                self.start_analytics(format.sample_rate, format.channels);
             }
             ClientMessage::Keepalive => {
                 let now = self.now_ms;
@@ -201,6 +203,8 @@ impl<E: Effects> Session<'_, E> {
             let line = self.log.transition(State::PcmStreaming, "pcm streaming");
             self.emit(line);
         }
+        // Only audio Redis has goes into the talk time.
+        self.analyse(pcm);
     }
 
     /// Sends `ack` with the totals when they advanced since the last one and either `force`

@@ -5,6 +5,7 @@
 //! percent-encoded.
 
 use earshot_protocol::Source;
+use earshot_vad::Vad;
 
 /// Prefix of the request headers carrying state.
 pub(crate) const REQUEST_PREFIX: &str = "meta-";
@@ -35,6 +36,37 @@ pub(crate) mod field {
     pub(crate) const LAST_ACTIVITY_MS: &str = "last-activity-ms";
     /// When the connection was accepted, unix milliseconds.
     pub(crate) const OPENED_MS: &str = "opened-ms";
+    /// Subscriber routes: what the next request owes the client before the channel's
+    /// hold is released ([`super::Followup`]): `replay:<offset>`, `snapshot`, or `none`.
+    pub(crate) const FOLLOWUP: &str = "followup";
+    /// Ingest: the detector's PCM format, `<sample_rate>/<channels>`.
+    pub(crate) const VAD_FORMAT: &str = "vad-format";
+    /// Ingest: the detector's state (`earshot_vad::Vad::to_state_string`).
+    pub(crate) const VAD: &str = "vad";
+    /// Ingest: the session's first analysed sample, unix milliseconds: stream time 0.
+    pub(crate) const AUDIO_START_MS: &str = "audio-start-ms";
+    /// Ingest: when this connection next stands for electing the periodic stats emitter,
+    /// unix milliseconds.
+    pub(crate) const STATS_DUE_MS: &str = "stats-due-ms";
+}
+
+/// [`field::FOLLOWUP`] when nothing is owed. A field that goes from set to unset is sent
+/// with a value rather than dropped, because the relay keeps the last value it was given
+/// and proxies differ on whether an empty `Set-Meta-*` clears one.
+const FOLLOWUP_NONE: &str = "none";
+/// [`field::FOLLOWUP`] while the meeting snapshot is owed.
+const FOLLOWUP_SNAPSHOT: &str = "snapshot";
+/// Prefix of [`field::FOLLOWUP`] while a transcript replay is owed; the offset follows.
+const FOLLOWUP_REPLAY: &str = "replay:";
+
+/// What a subscriber's next request must send before releasing the hold its OPEN reply
+/// put on the channel (the relay calls again as soon as the subscription is effective).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Followup {
+    /// The transcript segments after this offset.
+    Replay(String),
+    /// The meeting snapshot.
+    Snapshot,
 }
 
 /// Where a connection is in its life.
@@ -86,6 +118,14 @@ pub(crate) struct Meta {
     pub(crate) last_ack_ms: u64,
     pub(crate) last_activity_ms: u64,
     pub(crate) opened_ms: u64,
+    /// Subscriber routes: what the next request owes the client.
+    pub(crate) followup: Option<Followup>,
+    /// Ingest: the voice-activity detector, once a handshake named a format it takes.
+    pub(crate) vad: Option<Vad>,
+    /// Ingest: unix milliseconds of the session's first analysed sample.
+    pub(crate) audio_start_ms: Option<u64>,
+    /// Ingest: when this connection next stands for the periodic stats, unix milliseconds.
+    pub(crate) stats_due_ms: Option<u64>,
 }
 
 /// Why the state on a request cannot be read.
@@ -114,6 +154,10 @@ impl Meta {
             last_ack_ms: 0,
             last_activity_ms: now_ms,
             opened_ms: now_ms,
+            followup: None,
+            vad: None,
+            audio_start_ms: None,
+            stats_due_ms: None,
         }
     }
 
@@ -140,6 +184,28 @@ impl Meta {
             fields.push((field::SESSION, session.clone()));
         }
         fields.extend(numbers.iter().map(|(name, n)| (*name, n.to_string())));
+        if self.source.is_none() {
+            let followup = match &self.followup {
+                None => FOLLOWUP_NONE.to_owned(),
+                Some(Followup::Snapshot) => FOLLOWUP_SNAPSHOT.to_owned(),
+                Some(Followup::Replay(offset)) => format!("{FOLLOWUP_REPLAY}{offset}"),
+            };
+            fields.push((field::FOLLOWUP, followup));
+        }
+        if let Some(vad) = &self.vad {
+            let format = format!("{}/{}", vad.sample_rate(), vad.channels());
+            fields.push((field::VAD_FORMAT, format));
+            fields.push((field::VAD, vad.to_state_string()));
+        }
+        let optional = [
+            (field::AUDIO_START_MS, self.audio_start_ms),
+            (field::STATS_DUE_MS, self.stats_due_ms),
+        ];
+        for (name, value) in optional {
+            if let Some(n) = value {
+                fields.push((name, n.to_string()));
+            }
+        }
         fields
             .into_iter()
             .map(|(name, value)| (format!("{RESPONSE_PREFIX}{name}"), encode(&value)))
@@ -167,6 +233,25 @@ impl Meta {
                 .parse()
                 .map_err(|_| MetaError::Invalid(name))
         };
+        let optional_number = |name: &'static str| -> Result<Option<u64>, MetaError> {
+            get(name)?
+                .map(|v| v.parse().map_err(|_| MetaError::Invalid(name)))
+                .transpose()
+        };
+        let followup = match get(field::FOLLOWUP)?.as_deref() {
+            None | Some(FOLLOWUP_NONE) => None,
+            Some(FOLLOWUP_SNAPSHOT) => Some(Followup::Snapshot),
+            Some(v) => match v.strip_prefix(FOLLOWUP_REPLAY) {
+                Some(offset) if !offset.is_empty() => Some(Followup::Replay(offset.to_owned())),
+                _ => return Err(MetaError::Invalid(field::FOLLOWUP)),
+            },
+        };
+        let vad = match (get(field::VAD_FORMAT)?, get(field::VAD)?) {
+            (None, None) => None,
+            (Some(format), Some(state)) => Some(parse_vad(&format, &state)?),
+            (Some(_), None) => return Err(MetaError::Missing(field::VAD)),
+            (None, Some(_)) => return Err(MetaError::Missing(field::VAD_FORMAT)),
+        };
         let source = match get(field::SOURCE)? {
             None => None,
             Some(s) => Some(Source::parse(&s).map_err(|_| MetaError::Invalid(field::SOURCE))?),
@@ -183,8 +268,21 @@ impl Meta {
             last_ack_ms: number(field::LAST_ACK_MS)?,
             last_activity_ms: number(field::LAST_ACTIVITY_MS)?,
             opened_ms: number(field::OPENED_MS)?,
+            followup,
+            vad,
+            audio_start_ms: optional_number(field::AUDIO_START_MS)?,
+            stats_due_ms: optional_number(field::STATS_DUE_MS)?,
         }))
     }
+}
+
+/// Restores the detector from its format (`<rate>/<channels>`) and state string.
+fn parse_vad(format: &str, state: &str) -> Result<Vad, MetaError> {
+    let (rate, channels) = format
+        .split_once('/')
+        .and_then(|(r, c)| Some((r.parse().ok()?, c.parse().ok()?)))
+        .ok_or(MetaError::Invalid(field::VAD_FORMAT))?;
+    Vad::from_state_string(state, rate, channels).map_err(|_| MetaError::Invalid(field::VAD))
 }
 
 /// Percent-encodes everything outside visible ASCII, and `%` itself.

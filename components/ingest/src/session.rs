@@ -121,7 +121,18 @@ pub(crate) fn handle(input: Input, settings: &Settings, effects: &mut impl Effec
                 session.stateless_failure(reason::STATE_LOST, "request without Meta-State")
             }
         },
-        Ok(Some(meta)) => session.resume(meta),
+        Ok(Some(meta)) => {
+            session.resume(meta);
+            // What a subscriber is owed goes out before its events are looked at, unless
+            // the client is already gone.
+            let ending = events
+                .as_slice()
+                .iter()
+                .any(|e| matches!(e, Event::Close { .. } | Event::Disconnect));
+            if session.live() && !session.is_ingest() && !ending {
+                session.subscriber_followup();
+            }
+        }
     }
     for event in events {
         if !session.live() {
@@ -416,9 +427,11 @@ impl<E: Effects> Session<'_, E> {
         self.cleanup(reason::CLIENT_CLOSED);
     }
 
-    /// The connection is over: clear presence (ingest), mark it closed.
+    /// The connection is over: close the talk analytics and clear presence (ingest), mark
+    /// it closed.
     fn cleanup(&mut self, why: &str) {
         if let WsRoute::Ingest { meeting, source } = self.route {
+            self.finish_analytics();
             let stream = crate::presence::Stream {
                 meeting,
                 source: *source,
@@ -450,6 +463,7 @@ impl<E: Effects> Session<'_, E> {
 
     fn finish(mut self) -> Reply {
         if self.live() && self.is_ingest() {
+            self.periodic_stats();
             self.flush_ack(false);
             let interval = earshot_protocol::limits::KEEP_ALIVE_INTERVAL_S.to_string();
             self.headers

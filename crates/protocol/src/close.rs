@@ -83,6 +83,13 @@ pub const REASON_STREAM_CLOSED: &str = "stream closed";
 pub const REASON_AUDIO_STORE_UNAVAILABLE: &str = "audio store unavailable";
 /// Reason sent with 1011 when the configured Redis cannot run the rate limiter.
 pub const REASON_RATE_LIMITER_UNAVAILABLE: &str = "rate limiter unavailable";
+/// Reason (after [`BAD_REQUEST_PREFIX`]) sent with 1002 when `?since=` is not a stream
+/// offset (`bad request: invalid since`).
+pub const REASON_INVALID_SINCE: &str = "invalid since";
+/// Reason sent with 1011 when the configured Redis cannot replay transcript history.
+pub const REASON_HISTORY_UNAVAILABLE: &str = "transcript history unavailable";
+/// Reason sent with 1011 when the meeting's state cannot be read for the snapshot.
+pub const REASON_MEETING_STATE_UNAVAILABLE: &str = "meeting state unavailable";
 /// Reason sent with 1003 for a text message other than keepalive on a subscriber route.
 pub const REASON_SUBSCRIBER_TEXT: &str = "subscribers send no messages";
 /// Reason sent with 1003 for a binary message on a subscriber route.

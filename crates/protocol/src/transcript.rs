@@ -4,7 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{MeetingId, Source};
+use crate::grip::Item;
+use crate::ids::{transcript_channel, IdError, MeetingId, Source};
 
 /// Redis channel the transcripts component (a Spin Redis trigger) listens on.
 pub const INTAKE_CHANNEL: &str = "earshot:transcripts";
@@ -144,6 +145,48 @@ pub fn valid_offset(s: &str) -> bool {
         })
 }
 
+/// Path prefix of the HTTP intake route, `POST /api/v1/meetings/{id}/transcript`.
+pub const INTAKE_PATH_PREFIX: &str = "/api/v1/meetings/";
+
+/// Last path segment of the HTTP intake route.
+pub const INTAKE_PATH_SUFFIX: &str = "/transcript";
+
+/// The meeting named by an HTTP intake path (`/api/v1/meetings/{id}/transcript`, one
+/// trailing slash tolerated): [`IdError::UnknownRoute`] for any other path,
+/// [`IdError::InvalidMeetingId`] when the id breaks the grammar.
+pub fn parse_intake_path(path: &str) -> Result<MeetingId, IdError> {
+    let path = path.strip_suffix('/').unwrap_or(path);
+    let id = path
+        .strip_prefix(INTAKE_PATH_PREFIX)
+        .and_then(|rest| rest.strip_suffix(INTAKE_PATH_SUFFIX))
+        .filter(|id| !id.contains('/'))
+        .ok_or(IdError::UnknownRoute)?;
+    MeetingId::parse(id)
+}
+
+/// The 200 reply of the HTTP intake route: the stored segment's offset, `null` for an
+/// interim segment (not stored).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IntakeReply {
+    /// Stream id of the stored segment.
+    pub offset: Option<String>,
+}
+
+impl Segment {
+    /// The JSON text, as stored in a transcript stream entry ([`SEGMENT_FIELD`]).
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("segments serialize")
+    }
+}
+
+/// The GRIP item that delivers `segment` live to `/api/v1/ws/transcript/{id}`
+/// subscribers (channel [`transcript_channel`]): item id = `offset` (a stored segment),
+/// none for an interim one; content = [`TranscriptMessage::Transcript`].
+pub fn live_item(meeting: &MeetingId, offset: Option<String>, segment: Segment) -> Item {
+    let content = TranscriptMessage::Transcript { offset: offset.clone(), segment }.to_json();
+    Item { id: offset, ..Item::text(transcript_channel(meeting), content) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -173,5 +216,29 @@ mod tests {
         for bad in ["", "-", "1-", "a-1", "1-1-1", "1"] {
             assert!(!valid_offset(bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn intake_paths_name_one_meeting() {
+        assert_eq!(parse_intake_path("/api/v1/meetings/m1/transcript").unwrap().as_str(), "m1");
+        assert_eq!(parse_intake_path("/api/v1/meetings/m1/transcript/").unwrap().as_str(), "m1");
+        assert_eq!(parse_intake_path("/api/v1/meetings/a%2Fb/transcript"), Err(IdError::InvalidMeetingId));
+        assert_eq!(parse_intake_path("/api/v1/meetings/../transcript"), Err(IdError::InvalidMeetingId));
+        for other in ["/api/v1/meetings/m1", "/api/v1/meetings/a/b/transcript", "/api/v1/meetings//transcript/x", "/api/v1/ws/transcript/m1"] {
+            assert_eq!(parse_intake_path(other), Err(IdError::UnknownRoute), "{other}");
+        }
+        assert_eq!(serde_json::to_string(&IntakeReply { offset: None }).unwrap(), r#"{"offset":null}"#);
+    }
+
+    #[test]
+    fn live_items_carry_the_offset_as_id() {
+        let (seg, m) = Segment::parse(OK.as_bytes()).unwrap();
+        let item = live_item(&m, Some("7-1".into()), seg.clone());
+        assert_eq!((item.channel.as_str(), item.id.as_deref()), ("transcript:m1", Some("7-1")));
+        let crate::grip::WsPayload::Text(text) = item.ws_payload().unwrap() else { panic!("text item") };
+        assert_eq!(text, TranscriptMessage::Transcript { offset: Some("7-1".into()), segment: seg.clone() }.to_json());
+        let interim = live_item(&m, None, seg);
+        assert_eq!(interim.id, None);
+        assert!(!serde_json::to_string(&interim).unwrap().contains("offset"));
     }
 }

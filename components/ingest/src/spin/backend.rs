@@ -8,6 +8,7 @@ use spin_sdk::redis::{Connection, RedisParameter, RedisResult};
 use spin_sdk::wit::wasi::keyvalue::{atomics, store};
 
 use crate::effects::{EffectError, Effects, Update};
+use crate::history::{self, Flat, History};
 use crate::ratelimit::SCRIPT;
 use crate::settings::{RateLimit, Settings};
 
@@ -156,6 +157,36 @@ impl Effects for SpinBackend<'_> {
                 "redis XADD: unexpected reply {other:?}"
             ))),
         }
+    }
+
+    fn redis_history(
+        &mut self,
+        key: &str,
+        after: &str,
+        count: usize,
+    ) -> Result<History, EffectError> {
+        let args = [
+            binary(history::SCRIPT),
+            int(1),
+            binary(key),
+            binary(after),
+            int(count as u64),
+            binary(earshot_protocol::transcript::SEGMENT_FIELD),
+        ];
+        let reply = self
+            .redis()?
+            .execute("EVAL", &args)
+            .map_err(|e| EffectError(format!("redis EVAL (history): {e}")))?;
+        let flat = reply
+            .into_iter()
+            .map(|value| match value {
+                RedisResult::Nil => Flat::Nil,
+                RedisResult::Int64(i) => Flat::Int(i),
+                RedisResult::Binary(b) => Flat::Bytes(b),
+                RedisResult::Status(s) => Flat::Bytes(s.into_bytes()),
+            })
+            .collect();
+        history::parse_reply(flat).map_err(|e| EffectError(format!("redis EVAL (history): {e}")))
     }
 
     fn redis_publish(&mut self, channel: &str, payload: &[u8]) -> Result<(), EffectError> {

@@ -1,7 +1,10 @@
 //! The state machine driven the way the relay drives it: each request carries the `Meta-*`
 //! headers the previous reply set, over fake effects and a controlled clock.
 
+mod analytics;
 mod fake;
+mod history;
+mod snapshot;
 
 use std::collections::BTreeMap;
 
@@ -437,7 +440,11 @@ fn a_subprotocol_is_selected_whether_accepted_or_refused() {
     ));
     let reply = conn.send(&settings, &mut Fake::default(), vec![Event::Open]);
     assert_eq!(header(&reply, "sec-websocket-protocol"), Some("earshot.v1"));
-    assert_eq!(reply.events.len(), 2, "accepted: OPEN and the subscription");
+    assert_eq!(
+        reply.events.len(),
+        3,
+        "accepted: OPEN, the hold and the subscription"
+    );
 
     let mut conn = Conn::new("/api/v1/ws/meetings/m1", None, "s2");
     conn.credentials.protocols = Some("bearer.garbage".into());
@@ -750,18 +757,29 @@ fn client_close_is_echoed_and_disconnect_is_silent() {
 #[test]
 fn subscribers_are_subscribed_to_their_channel() {
     let settings = redis();
-    for (path, channel) in [
-        ("/api/v1/ws/meetings/m1", "meeting:m1"),
-        ("/api/v1/ws/transcript/m1", "transcript:m1"),
+    // The meeting route holds its channel until the snapshot went out; the transcript
+    // route without `since` is live only.
+    for (path, channel, held) in [
+        ("/api/v1/ws/meetings/m1", "meeting:m1", true),
+        ("/api/v1/ws/transcript/m1", "transcript:m1", false),
     ] {
         let mut fake = Fake::default();
         let mut conn = Conn::subscriber(path);
         let reply = conn.send(&settings, &mut fake, vec![Event::Open]);
+        let hold = Control::Hold {
+            channel: channel.into(),
+        }
+        .to_text();
         let subscribe = Control::Subscribe {
             channel: channel.into(),
         }
         .to_text();
-        assert_eq!(reply.events, vec![Event::Open, Event::Text(subscribe)]);
+        let expected = if held {
+            vec![Event::Open, Event::Text(hold), Event::Text(subscribe)]
+        } else {
+            vec![Event::Open, Event::Text(subscribe)]
+        };
+        assert_eq!(reply.events, expected);
         assert_eq!(
             header(&reply, "sec-websocket-extensions"),
             Some(r#"grip; message-prefix="""#)
@@ -769,6 +787,11 @@ fn subscribers_are_subscribed_to_their_channel() {
         assert_eq!(header(&reply, "keep-alive-interval"), None);
         assert_eq!(fake.states(), ["connecting", "connected"]);
         assert!(fake.kv.is_empty(), "subscribers have no presence");
+        if held {
+            let followup = conn.at(5).send(&settings, &mut fake, vec![]);
+            assert_eq!(followup.events.len(), 2, "the snapshot and the release");
+            assert!(fake.kv.is_empty(), "the snapshot only reads");
+        }
 
         let keepalive =
             conn.at(10)
@@ -783,6 +806,7 @@ fn subscribers_are_subscribed_to_their_channel() {
     let mut fake = Fake::default();
     let mut conn = Conn::subscriber("/api/v1/ws/meetings/m1");
     conn.send(&settings, &mut fake, vec![Event::Open]);
+    conn.at(5).send(&settings, &mut fake, vec![]);
     let reply = conn
         .at(10)
         .send(&settings, &mut fake, vec![Event::Binary(vec![1])]);
