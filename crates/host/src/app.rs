@@ -199,7 +199,14 @@ impl App {
             components.insert(id.clone(), LoadedComponent { runtime, http, redis });
         }
         let router = Router::new(manifest.http_triggers.iter().map(|t| (t.route.as_str(), t.component.as_str())));
-        let redis_trigger_address = config.redis_url.clone().or_else(|| manifest.redis_trigger_address.clone());
+        // One Redis for everything in embedded mode: `--redis` or the `redis_url`
+        // variable. The manifest's `[application.trigger.redis] address` is what
+        // `spin up` uses; falling back to it here would subscribe to whatever Redis
+        // happens to listen there while the components run without one.
+        let redis_trigger_address = config
+            .redis_url
+            .clone()
+            .or_else(|| variables.get("redis_url").filter(|u| !u.is_empty()).map(str::to_owned));
         Ok(App { engine, manifest, router, components, shared, redis_trigger_address, variables })
     }
 

@@ -1,0 +1,44 @@
+//! The capabilities the intake pipeline needs from its host, named by one trait: the Spin
+//! shell implements it over the key-value store, outbound Redis and outbound HTTP
+//! (`spin.rs`), the unit tests over memory.
+
+use serde_json::Value;
+
+/// Why a host capability failed. The text is for the log only, never for a client (it can
+/// name hosts and keys).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct EffectError(pub(crate) String);
+
+/// A compare-and-swap update of one key-value entry: given the current value, the value to
+/// store, or `None` to leave the entry as it is.
+pub(crate) type Update<'a> = dyn FnMut(Option<&[u8]>) -> Option<Vec<u8>> + 'a;
+
+/// What the pipeline asks of its host.
+pub(crate) trait Effects {
+    /// Reads an entry of the `default` key-value store.
+    fn kv_get(&mut self, key: &str) -> Result<Option<Vec<u8>>, EffectError>;
+
+    /// Replaces an entry of the `default` key-value store with `update(current)` by
+    /// compare-and-swap: when another writer got in between, `update` runs again on the
+    /// newer value.
+    fn kv_update(&mut self, key: &str, update: &mut Update<'_>) -> Result<(), EffectError>;
+
+    /// `XADD key MAXLEN ~ maxlen * field value`; the new entry's id once Redis confirmed it.
+    fn redis_xadd(
+        &mut self,
+        key: &str,
+        maxlen: u64,
+        field: &str,
+        value: &[u8],
+    ) -> Result<String, EffectError>;
+
+    /// `PUBLISH channel payload`.
+    fn redis_publish(&mut self, channel: &str, payload: &[u8]) -> Result<(), EffectError>;
+
+    /// POSTs a GRIP publish body (JSON) to `url`; `Ok` once the endpoint answered 2xx.
+    async fn http_publish(&mut self, url: &str, body: Vec<u8>) -> Result<(), EffectError>;
+
+    /// Writes one log line.
+    fn log(&mut self, line: Value);
+}

@@ -1,0 +1,85 @@
+//! The transcripts-http component: `POST /api/v1/meetings/{id}/transcript`, the HTTP way for
+//! a speech-to-text worker to hand in one segment (the other is Redis channel
+//! `earshot:transcripts`, the `transcripts` component). The caller needs a token of scope
+//! `publish` for the meeting; the segment then goes through exactly the pipeline the Redis
+//! trigger uses (`transcript_intake`).
+//!
+//! Replies: 200 `{"offset": "<stream id>" | null}`; errors `{"error": "<reason>"}` with
+//! 400/401/403/404/405/413/500/503 (see [`api::ApiError`]).
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use earshot_protocol::ids::IdError;
+use earshot_protocol::transcript::{parse_intake_path, IntakeReply};
+use spin_sdk::http::{IncomingRequest, Method, Response};
+use spin_sdk::http_component;
+use transcript_intake::spin::intake;
+use transcript_intake::{Intake, IntakeError, Via};
+
+mod api;
+mod auth;
+mod log;
+
+use api::{json_response, ApiError, RequestParts};
+use log::RequestLog;
+
+#[http_component]
+async fn handle(req: IncomingRequest) -> Response {
+    let parts = RequestParts::of(&req);
+    let mut log = RequestLog::start(&parts);
+    let response = match serve(req, &parts, &mut log).await {
+        Ok(response) => response,
+        Err(err) => {
+            log.failed(&err);
+            err.into_response()
+        }
+    };
+    log.emit(*response.status());
+    response
+}
+
+async fn serve(
+    req: IncomingRequest,
+    parts: &RequestParts,
+    log: &mut RequestLog,
+) -> Result<Response, ApiError> {
+    let meeting = parse_intake_path(&parts.path).map_err(|e| match e {
+        IdError::UnknownRoute => ApiError::NotFound,
+        _ => ApiError::BadRequest("invalid meeting id".into()),
+    })?;
+    log.meeting_id = Some(meeting.to_string());
+    if parts.method != Method::Post {
+        return Err(ApiError::MethodNotAllowed);
+    }
+    // Authenticated before the body is read: an anonymous caller costs no buffering.
+    let token = auth::authenticate(parts, &meeting, now_unix()?)?;
+    log.sub = Some(token.sub.clone());
+    let body = api::read_body(req, parts).await?;
+    let input = Intake {
+        payload: &body,
+        via: Via::Http,
+        path_meeting: Some(&meeting),
+        sub: Some(&token.sub),
+    };
+    match intake(input).await {
+        Ok(accepted) => {
+            log.offset = accepted.offset.clone();
+            Ok(json_response(
+                200,
+                &IntakeReply {
+                    offset: accepted.offset,
+                },
+            ))
+        }
+        Err(IntakeError::Rejected(rejection)) => Err(rejection.into()),
+        Err(IntakeError::Unavailable(detail)) => Err(ApiError::Unavailable(detail)),
+    }
+}
+
+/// Wall-clock unix seconds (WASI `wall-clock` on wasm32-wasip2).
+fn now_unix() -> Result<u64, ApiError> {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .map_err(|_| ApiError::Internal("system clock before 1970".into()))
+}
