@@ -70,6 +70,7 @@ pub fn free_port() -> u16 {
 pub struct RedisServer {
     child: Option<Child>,
     port: u16,
+    persistent: bool,
     _dir: tempfile::TempDir,
 }
 
@@ -78,14 +79,28 @@ impl RedisServer {
     pub fn start() -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let port = free_port();
-        let mut server = RedisServer { child: None, port, _dir: dir };
+        let mut server = RedisServer { child: None, port, persistent: false, _dir: dir };
+        server.spawn()?;
+        Ok(server)
+    }
+
+    /// Like [`RedisServer::start`], but every write is fsynced to an append-only file
+    /// before Redis answers, so a `kill` + `restart` keeps every acknowledged write
+    /// (for fault tests of "no acknowledged audio is ever lost").
+    pub fn start_persistent() -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let port = free_port();
+        let mut server = RedisServer { child: None, port, persistent: true, _dir: dir };
         server.spawn()?;
         Ok(server)
     }
 
     fn spawn(&mut self) -> anyhow::Result<()> {
+        let durability: &[&str] =
+            if self.persistent { &["--appendonly", "yes", "--appendfsync", "always"] } else { &["--appendonly", "no"] };
         let child = Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string(), "--save", "", "--appendonly", "no"])
+            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string(), "--save", ""])
+            .args(durability)
             .arg("--dir")
             .arg(self._dir.path())
             .stdout(Stdio::null())
@@ -121,7 +136,8 @@ impl RedisServer {
         self.port
     }
 
-    /// Kills the server (to test Redis failures); `restart` brings it back on the same port.
+    /// Kills the server with SIGKILL (to test Redis failures); `restart` brings it back
+    /// on the same port (with its data, if started persistent).
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
