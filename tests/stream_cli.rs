@@ -278,3 +278,58 @@ fn a_slow_stream_is_kept_alive_past_the_idle_timeout() {
     assert_eq!(stdout(&out).trim_end(), "sent 2 frames / 8000 bytes; server stored 2 frames / 8000 bytes: match");
     assert!(stored_pcm(&redis, "audio:slow:mic") == wav.data);
 }
+
+/// Issue 4's walk-through as a test: `earshot stream` of the tone–silence–tone demo WAV
+/// yields speech events at the right stream times and stats whose talk time matches.
+#[test]
+fn streaming_the_demo_wav_yields_speech_events_and_matching_talk_time() {
+    // Tolerance: one 10 ms analysis window plus one 20 ms frame.
+    const TOLERANCE_MS: i64 = 30;
+    let redis = RedisServer::start().unwrap();
+    let server = earshot!().redis(redis.url()).start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    demo_wav(dir.path(), &[]);
+    let wav_path = dir.path().join("demo.wav");
+    let url = format!("ws://{}", server.addr());
+    let state = server.state_dir().to_str().unwrap().to_owned();
+    let (_, secret) = server.dev_secrets().unwrap();
+    let sub = earshot_testkit::ws::token(&secret, "subscribe", &["walk"]);
+    let watch_url = server.ws_url(&format!("/api/v1/ws/meetings/walk?token={sub}"));
+
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let events = rt.block_on(async {
+        let mut watcher = earshot_testkit::ws::connect(&watch_url, &[]).await.unwrap();
+        assert_eq!(earshot_testkit::ws::next_json(&mut watcher).await.unwrap()["type"], "snapshot");
+        let wav = wav_path.to_str().unwrap().to_owned();
+        let streamer = tokio::task::spawn_blocking(move || {
+            run(&["stream", &wav, "--meeting", "walk", "--url", &url, "--speed", "4", "--state-dir", &state])
+        });
+        let mut events = Vec::new();
+        loop {
+            let v = earshot_testkit::ws::next_json(&mut watcher).await.unwrap();
+            let done = v["type"] == "source_disconnected";
+            events.push(v);
+            if done {
+                break;
+            }
+        }
+        let out = streamer.await.unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", explain(&out));
+        assert!(stdout(&out).contains(": match"), "{}", explain(&out));
+        events
+    });
+    let speech: Vec<(String, i64)> = events
+        .iter()
+        .filter(|e| e["type"] == "speech_started" || e["type"] == "speech_ended")
+        .map(|e| (e["type"].as_str().unwrap().to_owned(), e["at_ms"].as_i64().unwrap()))
+        .collect();
+    let expected = [("speech_started", 0), ("speech_ended", 1000), ("speech_started", 2000), ("speech_ended", 3000)];
+    assert_eq!(speech.len(), expected.len(), "speech events: {speech:?}");
+    for ((kind, at), (want_kind, want_at)) in speech.iter().zip(expected) {
+        assert_eq!(kind, want_kind);
+        assert!((at - want_at).abs() <= TOLERANCE_MS, "{kind} at {at} ms, expected {want_at} ± {TOLERANCE_MS}");
+    }
+    let stats = events.iter().rev().find(|e| e["type"] == "stats").expect("a final stats event");
+    let talk = stats["talk_ms"]["mic"].as_i64().unwrap();
+    assert!((talk - 2000).abs() <= 2 * TOLERANCE_MS, "talk_ms {talk}, the file has 2000 ms of tone");
+}
