@@ -51,44 +51,71 @@ async fn per_ip_cap_and_origin_are_answered_before_upgrade() {
     connect(&url, &[("origin", &same)]).await.expect("same origin accepted");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_subscriber_that_stops_reading_gets_4008_and_others_are_unaffected() {
-    let redis = RedisServer::start().unwrap();
-    let server = earshot!().redis(redis.url()).start().unwrap();
-    let (_, secret) = server.dev_secrets().unwrap();
-    let url = server.ws_url(&format!("/api/v1/ws/meetings/slow?token={}", token(&secret, "subscribe", &["slow"])));
-    let mut stalled = connect(&url, &[]).await.unwrap();
-    let mut healthy = connect(&url, &[]).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+fn now_us() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_micros() as u64
+}
 
-    // The healthy reader drains concurrently and counts what it gets.
+/// Publishes `BATCHES × PER_BATCH` 4 KiB messages on `channel` (each stamped with its
+/// publish time) while `healthy` reads; returns the healthy reader's latencies, sorted.
+async fn flood(server: &earshot_testkit::Earshot, channel: &str, mut healthy: earshot_testkit::ws::Ws) -> Vec<u64> {
     const BATCHES: usize = 60;
     const PER_BATCH: usize = 100;
     let reader = tokio::spawn(async move {
-        let mut got = 0usize;
-        while got < BATCHES * PER_BATCH {
+        let mut lat = Vec::with_capacity(BATCHES * PER_BATCH);
+        while lat.len() < BATCHES * PER_BATCH {
             match next_json(&mut healthy).await {
-                Ok(v) if v["type"] == "bulk" => got += 1,
+                Ok(v) if v["type"] == "bulk" => lat.push(now_us().saturating_sub(v["t"].as_u64().unwrap())),
                 Ok(_) => {}
-                Err(e) => panic!("healthy subscriber failed after {got}: {e}"),
+                Err(e) => panic!("healthy subscriber failed after {}: {e}", lat.len()),
             }
         }
-        got
+        lat
     });
     let payload = "x".repeat(4096);
     let client = reqwest::Client::new();
     for b in 0..BATCHES {
+        let t = now_us();
         let items: Vec<_> = (0..PER_BATCH)
             .map(|i| {
-                let content = serde_json::json!({"type": "bulk", "n": b * PER_BATCH + i, "pad": payload}).to_string();
-                serde_json::json!({"channel": "meeting:slow", "formats": {"ws-message": {"content": content}}})
+                let content = serde_json::json!({"type": "bulk", "n": b * PER_BATCH + i, "t": t, "pad": payload}).to_string();
+                serde_json::json!({"channel": channel, "formats": {"ws-message": {"content": content}}})
             })
             .collect();
         let resp = client.post(server.url("/publish/")).json(&serde_json::json!({"items": items})).send().await.unwrap();
         assert_eq!(resp.status().as_u16(), 200);
     }
-    let got = tokio::time::timeout(Duration::from_secs(60), reader).await.expect("healthy reader finished").unwrap();
-    assert_eq!(got, BATCHES * PER_BATCH, "the healthy subscriber received everything");
+    let mut lat = tokio::time::timeout(Duration::from_secs(60), reader).await.expect("healthy reader finished").unwrap();
+    lat.sort_unstable();
+    lat
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_subscriber_that_stops_reading_gets_4008_and_others_are_unaffected() {
+    let redis = RedisServer::start().unwrap();
+    let server = earshot!().redis(redis.url()).start().unwrap();
+    let (_, secret) = server.dev_secrets().unwrap();
+    let url = |m: &str| server.ws_url(&format!("/api/v1/ws/meetings/{m}?token={}", token(&secret, "subscribe", &[m])));
+
+    // Baseline: the same load with two readers that both keep up.
+    let healthy = connect(&url("calm"), &[]).await.unwrap();
+    let mut other = connect(&url("calm"), &[]).await.unwrap();
+    let drain = tokio::spawn(async move { while futures::StreamExt::next(&mut other).await.is_some() {} });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let calm = flood(&server, "meeting:calm", healthy).await;
+    drain.abort();
+
+    // Now one subscriber never reads.
+    let mut stalled = connect(&url("slow"), &[]).await.unwrap();
+    let healthy = connect(&url("slow"), &[]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let slow = flood(&server, "meeting:slow", healthy).await;
+
+    let pct = |v: &[u64], p: f64| v[((v.len() as f64 - 1.0) * p) as usize];
+    let (calm50, calm99, slow50, slow99) = (pct(&calm, 0.5), pct(&calm, 0.99), pct(&slow, 0.5), pct(&slow, 0.99));
+    eprintln!("slow consumer: healthy reader p50/p99 {calm50}/{calm99} µs without, {slow50}/{slow99} µs with a stalled peer");
+    // Generous bound (2× plus 20 ms of scheduler noise on a shared 2-core machine).
+    assert!(slow50 <= 2 * calm50 + 20_000, "p50 {slow50} µs vs {calm50} µs without the slow client");
+
     // The stalled one now reads: after its backlog it finds the 4008 close.
     let (code, reason, _) = expect_close_draining(&mut stalled).await;
     assert_eq!((code, reason.as_str()), (4008, "slow consumer"));
