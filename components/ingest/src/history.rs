@@ -125,12 +125,24 @@ pub(crate) fn parse_reply(flat: Vec<Flat>) -> Result<History, String> {
     })
 }
 
-/// Whether `s` is a resume offset Redis takes: `<ms>-<seq>`, both parts 64-bit (the
-/// protocol's [`valid_offset`] checks the shape, not the size).
-pub(crate) fn valid_since(s: &str) -> bool {
+/// How far past the component's clock (unix milliseconds) a `since` offset may lie. Offsets
+/// are Redis stream ids stamped with the Redis server's clock, which NTP keeps within well
+/// under a second of this host's; a minute absorbs any real skew. An offset beyond it was
+/// never issued, and honouring it would hold back every live segment until the clock caught
+/// up (the release point drops items at or below it), so it is refused.
+pub(crate) const SINCE_CLOCK_LEEWAY_MS: u64 = 60_000;
+
+/// Whether `s` is a resume offset Redis takes and that can have been issued by `now_ms`:
+/// `<ms>-<seq>`, both parts 64-bit (the protocol's [`valid_offset`] checks the shape, not the
+/// size), `ms` at most [`SINCE_CLOCK_LEEWAY_MS`] ahead of `now_ms`. The bound also refuses the
+/// largest stream id, after which Redis can name no range (`XREVRANGE … (<max>` is an error).
+pub(crate) fn valid_since(s: &str, now_ms: u64) -> bool {
     valid_offset(s)
-        && s.split_once('-')
-            .is_some_and(|(ms, seq)| ms.parse::<u64>().is_ok() && seq.parse::<u64>().is_ok())
+        && s.split_once('-').is_some_and(|(ms, seq)| {
+            ms.parse::<u64>()
+                .is_ok_and(|ms| ms <= now_ms.saturating_add(SINCE_CLOCK_LEEWAY_MS))
+                && seq.parse::<u64>().is_ok()
+        })
 }
 
 /// What a replay sends.

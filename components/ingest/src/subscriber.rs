@@ -49,7 +49,7 @@ impl<E: Effects> Session<'_, E> {
             WsRoute::Meeting { meeting } => (meeting_channel(meeting), Some(Followup::Snapshot)),
             WsRoute::Transcript { meeting, since } => {
                 let followup = match since {
-                    Some(since) if !history::valid_since(since) => {
+                    Some(since) if !history::valid_since(since, self.now_ms) => {
                         let reason = format!("{BAD_REQUEST_PREFIX}{REASON_INVALID_SINCE}");
                         return self.refuse(CloseCode::ProtocolError, &reason, None);
                     }

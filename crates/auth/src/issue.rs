@@ -150,10 +150,14 @@ impl Issuer {
     }
 }
 
-/// DESIGN.md meeting id syntax: 1–128 characters of `[A-Za-z0-9._-]`.
+/// DESIGN.md meeting id syntax: 1–128 characters of `[A-Za-z0-9._-]`, except `.` and `..`,
+/// which no route accepts (they name path segments; `earshot_protocol::MeetingId` refuses
+/// them), so a grant for them could never be used.
 fn is_meeting_id(id: &str) -> bool {
     (1..=MAX_MEETING_ID_BYTES).contains(&id.len())
         && id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        && id != "."
+        && id != ".."
 }

@@ -142,6 +142,13 @@ fn issue_rejects_bad_requests() {
         issue(request("ingest", &[""])),
         Err(IssueError::InvalidField("meetings"))
     );
+    for traversal in [".", ".."] {
+        assert_eq!(
+            issue(request("ingest", &[traversal])),
+            Err(IssueError::InvalidField("meetings")),
+            "{traversal}"
+        );
+    }
     let mut req = request("ingest", &["m1"]);
     req.sub = " ".into();
     assert_eq!(issue(req), Err(IssueError::InvalidField("sub")));

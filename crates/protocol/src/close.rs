@@ -11,6 +11,8 @@ pub enum CloseCode {
     ProtocolError,
     /// 1003: unsupported data (binary on a subscriber route, unsupported encoding).
     Unsupported,
+    /// 1007: a text message (or close reason) that is not UTF-8 (RFC 6455 §8.1).
+    InvalidPayload,
     /// 1008: auth failed.
     PolicyViolation,
     /// 1009: frame larger than `max_frame_bytes`.
@@ -31,6 +33,7 @@ impl CloseCode {
             CloseCode::GoingAway => 1001,
             CloseCode::ProtocolError => 1002,
             CloseCode::Unsupported => 1003,
+            CloseCode::InvalidPayload => 1007,
             CloseCode::PolicyViolation => 1008,
             CloseCode::TooBig => 1009,
             CloseCode::InternalError => 1011,
@@ -46,6 +49,7 @@ impl CloseCode {
             1001 => CloseCode::GoingAway,
             1002 => CloseCode::ProtocolError,
             1003 => CloseCode::Unsupported,
+            1007 => CloseCode::InvalidPayload,
             1008 => CloseCode::PolicyViolation,
             1009 => CloseCode::TooBig,
             1011 => CloseCode::InternalError,
@@ -68,6 +72,12 @@ pub const REASON_HANDSHAKE_TIMEOUT: &str = "handshake timeout";
 pub const REASON_IDLE: &str = "idle";
 /// Reason sent with 1009.
 pub const REASON_TOO_BIG: &str = "frame too large";
+/// Reason sent with 1007 for a text message or close reason that is not UTF-8.
+pub const REASON_INVALID_UTF8: &str = "invalid UTF-8";
+/// Reason sent with 1002 when the client breaks RFC 6455 framing (an unmasked frame,
+/// reserved bits or opcodes, a fragmented or oversized control frame, a stray
+/// continuation): the relay's WebSocket layer refuses it before any component sees it.
+pub const REASON_PROTOCOL_ERROR: &str = "protocol error";
 /// Prefix of every 1008 reason.
 pub const AUTH_FAILED_PREFIX: &str = "auth failed: ";
 /// Prefix of the 1002 reason for a route with an invalid meeting id or source
@@ -122,6 +132,7 @@ mod tests {
             CloseCode::GoingAway,
             CloseCode::ProtocolError,
             CloseCode::Unsupported,
+            CloseCode::InvalidPayload,
             CloseCode::PolicyViolation,
             CloseCode::TooBig,
             CloseCode::InternalError,

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use earshot_protocol::close::{fit_reason, REASON_SHUTTING_DOWN, REASON_TOO_BIG};
+use earshot_protocol::close::{fit_reason, REASON_INVALID_UTF8, REASON_PROTOCOL_ERROR, REASON_SHUTTING_DOWN, REASON_TOO_BIG};
 use earshot_protocol::events::{decode_events, encode_events, Event, CONTENT_TYPE};
 use earshot_protocol::grip::Control;
 use earshot_protocol::CloseCode;
@@ -247,13 +247,24 @@ pub(crate) async fn run(
                     pending.push(Event::Close { code, reason });
                     client_done = true;
                 }
-                Some(Err(WsError::Capacity(_))) => {
-                    pending.push(Event::Disconnect);
-                    close_with = Some((CloseCode::TooBig.code(), REASON_TOO_BIG.into()));
-                    client_done = true;
-                }
                 Some(Err(e)) => {
-                    tracing::debug!(connection_id = %fields.connection_id, error = %e, "client connection error");
+                    // The client broke the WebSocket layer itself: the socket still carries
+                    // a close frame, so it learns why instead of seeing a dropped connection.
+                    if let Some((code, reason)) = close_for_read_error(&e) {
+                        // Not `e` itself for UTF-8 errors: its text quotes the client's bytes.
+                        let detail = if matches!(e, WsError::Utf8(_)) { reason.to_owned() } else { e.to_string() };
+                        tracing::info!(
+                            connection_id = %fields.connection_id,
+                            meeting_id = %fields.meeting_id,
+                            source = %fields.source,
+                            close_code = code.code(),
+                            detail = %detail,
+                            "client broke the WebSocket protocol"
+                        );
+                        close_with = Some((code.code(), reason.into()));
+                    } else {
+                        tracing::debug!(connection_id = %fields.connection_id, error = %e, "client connection error");
+                    }
                     pending.push(Event::Disconnect);
                     client_done = true;
                 }
@@ -363,6 +374,23 @@ pub(crate) async fn run(
     );
 }
 
+/// The close a client's read error earns while the socket can still carry one: 1009 for a
+/// message over the relay's cap, 1007 for text that is not UTF-8 (RFC 6455 §8.1), 1002 for
+/// broken framing (unmasked, reserved bits or opcodes, bad control or continuation frames).
+/// `None` when the client is simply gone (reset, end of stream, I/O error): nobody to tell.
+fn close_for_read_error(e: &WsError) -> Option<(CloseCode, &'static str)> {
+    use tokio_tungstenite::tungstenite::error::ProtocolError;
+    match e {
+        WsError::Capacity(_) => Some((CloseCode::TooBig, REASON_TOO_BIG)),
+        WsError::Utf8(_) => Some((CloseCode::InvalidPayload, REASON_INVALID_UTF8)),
+        WsError::Protocol(
+            ProtocolError::ResetWithoutClosingHandshake | ProtocolError::ReceivedAfterClosing | ProtocolError::SendAfterClosing,
+        ) => None,
+        WsError::Protocol(_) => Some((CloseCode::ProtocolError, REASON_PROTOCOL_ERROR)),
+        _ => None,
+    }
+}
+
 /// Per-connection hold buffers (see `Control::Hold`/`Release`).
 #[derive(Default)]
 struct Holds {
@@ -456,4 +484,20 @@ async fn write_loop(
         let _ = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, sink.send(close_message(code, &reason))).await;
     }
     let _ = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, sink.close()).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio_tungstenite::tungstenite::error::{CapacityError, ProtocolError};
+
+    #[test]
+    fn client_mistakes_earn_a_close_and_vanished_clients_none() {
+        let code = |e: WsError| close_for_read_error(&e).map(|(c, r)| (c.code(), r));
+        assert_eq!(code(WsError::Utf8("bad".into())), Some((1007, "invalid UTF-8")));
+        assert_eq!(code(WsError::Protocol(ProtocolError::UnmaskedFrameFromClient)), Some((1002, "protocol error")));
+        assert_eq!(code(WsError::Capacity(CapacityError::MessageTooLong { size: 2, max_size: 1 })), Some((1009, "frame too large")));
+        assert_eq!(code(WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake)), None);
+        assert_eq!(code(WsError::ConnectionClosed), None);
+    }
 }
