@@ -175,11 +175,17 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         .publish_key
         .clone()
         .or_else(|| app.as_ref().and_then(|a| a.variable("admin_key")).map(str::to_owned));
+    // Embedded, the relay signs with the same key the components verify with (the
+    // `grip_sig_key` variable, a generated development key by default).
+    let grip_sig_key = args
+        .grip_sig_key
+        .clone()
+        .or_else(|| app.as_ref().and_then(|a| a.variable("grip_sig_key")).filter(|k| !k.is_empty()).map(str::to_owned));
     let relay = Relay::new(
         backend.clone(),
         hub,
         RelayConfig {
-            grip_sig_key: args.grip_sig_key.clone(),
+            grip_sig_key,
             max_connections_per_ip: args.max_connections_per_ip,
             max_connections_total: args.max_connections,
             allowed_origins: args.allow_origins.clone(),

@@ -1,5 +1,7 @@
 //! Development secrets for the embedded defaults: `earshot up` with no configuration
-//! must work, yet `jwt_secret` and `admin_key` have no safe default. The first run
+//! must work, yet `jwt_secret`, `admin_key` and `grip_sig_key` have no safe default.
+//! (`grip_sig_key` matters even locally: without it anyone could POST forged
+//! WebSocket-over-HTTP events and `Meta-*` state straight to the ingest component.) The first run
 //! generates random ones next to the key-value file and reuses them afterwards, so
 //! tokens minted locally stay valid across restarts. Production sets
 //! `SPIN_VARIABLE_JWT_SECRET` / `SPIN_VARIABLE_ADMIN_KEY`, which always win.
@@ -14,8 +16,9 @@ use serde::{Deserialize, Serialize};
 /// Bytes of randomness in each generated secret (HS256 keys need at least 32).
 const DEV_SECRET_BYTES: usize = 32;
 
-/// The variables a fresh checkout cannot run without.
-const DEV_SECRET_VARIABLES: [&str; 2] = ["jwt_secret", "admin_key"];
+/// The variables a fresh checkout cannot run without (or, for `grip_sig_key`, should
+/// not: its manifest default is empty so `spin up` behind a trusted proxy still works).
+const DEV_SECRET_VARIABLES: [&str; 3] = ["jwt_secret", "admin_key", "grip_sig_key"];
 
 /// The file holding the generated values.
 pub(crate) fn dev_secrets_path(state_dir: &Path) -> PathBuf {
@@ -26,6 +29,23 @@ pub(crate) fn dev_secrets_path(state_dir: &Path) -> PathBuf {
 pub(crate) struct DevSecrets {
     pub(crate) jwt_secret: String,
     pub(crate) admin_key: String,
+    /// Signs `Grip-Sig` between the relay and the components. Files written before
+    /// it existed lack it; it is then derived from `jwt_secret` (see `grip_sig_key`).
+    #[serde(default)]
+    pub(crate) grip_sig_key: String,
+}
+
+impl DevSecrets {
+    /// The `Grip-Sig` key: the stored one, or for an older file one derived from
+    /// `jwt_secret` (a keyed hash, so neither reveals the other).
+    pub(crate) fn grip_sig_key(&self) -> String {
+        if !self.grip_sig_key.is_empty() {
+            return self.grip_sig_key.clone();
+        }
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(format!("earshot grip-sig key\0{}", self.jwt_secret).as_bytes());
+        digest.iter().map(|b| format!("{b:02x}")).collect()
+    }
 }
 
 fn random_hex() -> anyhow::Result<String> {
@@ -40,7 +60,7 @@ pub(crate) fn load_or_create(state_dir: &Path) -> anyhow::Result<DevSecrets> {
     if let Some(secrets) = load(&path)? {
         return Ok(secrets);
     }
-    let secrets = DevSecrets { jwt_secret: random_hex()?, admin_key: random_hex()? };
+    let secrets = DevSecrets { jwt_secret: random_hex()?, admin_key: random_hex()?, grip_sig_key: random_hex()? };
     std::fs::create_dir_all(state_dir).with_context(|| format!("creating {}", state_dir.display()))?;
     // Written under a private name, then linked into place: `earshot up` and `earshot token`
     // may race to create the file, and neither may ever read it half-written.
@@ -67,7 +87,7 @@ pub(crate) fn load_or_create(state_dir: &Path) -> anyhow::Result<DevSecrets> {
         // Another process won the race: use its secrets.
         return load(&path)?.with_context(|| format!("{} vanished while being created", path.display()));
     }
-    tracing::warn!(path = %path.display(), "generated development secrets (set SPIN_VARIABLE_JWT_SECRET and SPIN_VARIABLE_ADMIN_KEY in production)");
+    tracing::warn!(path = %path.display(), "generated development secrets (set SPIN_VARIABLE_JWT_SECRET, SPIN_VARIABLE_ADMIN_KEY and SPIN_VARIABLE_GRIP_SIG_KEY in production)");
     Ok(secrets)
 }
 
@@ -99,7 +119,7 @@ pub(crate) fn dev_defaults(
     let missing: Vec<&str> = DEV_SECRET_VARIABLES
         .into_iter()
         .filter(|name| {
-            manifest.variables.get(*name).is_some_and(|d| d.default.is_none())
+            manifest.variables.get(*name).is_some_and(|d| d.default.as_deref().is_none_or(str::is_empty))
                 && std::env::var(earshot_host::variables::env_name(name)).is_err()
         })
         .collect();
@@ -108,8 +128,12 @@ pub(crate) fn dev_defaults(
     }
     let secrets = load_or_create(state_dir)?;
     for name in missing {
-        let value = if name == "jwt_secret" { &secrets.jwt_secret } else { &secrets.admin_key };
-        overrides.insert(name.to_owned(), value.clone());
+        let value = match name {
+            "jwt_secret" => secrets.jwt_secret.clone(),
+            "admin_key" => secrets.admin_key.clone(),
+            _ => secrets.grip_sig_key(),
+        };
+        overrides.insert(name.to_owned(), value);
     }
     Ok(())
 }

@@ -359,7 +359,28 @@ pub(crate) async fn run(
         let req = build_request(&shared, &template, &fields.connection_id, &meta, &[Event::Disconnect]);
         let _ = shared.backend.call(req).await;
     }
-    let _ = writer.await;
+    // Linger on the read half while the close frame goes out: closing a socket with
+    // unread client data (say the rest of an oversized message) makes the kernel send
+    // RST, and the client would see a dropped connection instead of our close code.
+    // Reading stops at the client's own close, at its end of stream, or after the bound.
+    let drain = async {
+        let _ = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, async {
+            loop {
+                match stream.next().await {
+                    None | Some(Ok(Message::Close(_))) => break,
+                    Some(Ok(_)) => {}
+                    // After a protocol error the parser may not advance; don't spin.
+                    Some(Err(_)) => tokio::time::sleep(Duration::from_millis(10)).await,
+                }
+            }
+        })
+        .await;
+    };
+    if client_done && close_with.is_none() {
+        let _ = writer.await;
+    } else {
+        let (_, _) = tokio::join!(writer, drain);
+    }
     OPEN_SESSIONS.fetch_sub(1, Ordering::Relaxed);
     let (code, reason) = close_with.unwrap_or((1000, String::new()));
     tracing::info!(

@@ -349,6 +349,14 @@ impl Earshot {
         Ok((get("admin_key")?, get("jwt_secret")?))
     }
 
+    /// One value of the generated development secrets (`jwt_secret`, `admin_key`,
+    /// `grip_sig_key`).
+    pub fn dev_secret(&self, name: &str) -> anyhow::Result<String> {
+        let text = std::fs::read_to_string(self.state_dir.join("dev-secrets.json"))?;
+        let v: serde_json::Value = serde_json::from_str(&text)?;
+        v.get(name).and_then(|s| s.as_str()).map(str::to_owned).ok_or_else(|| anyhow!("no {name} in dev-secrets.json"))
+    }
+
     /// Sends SIGTERM and waits (bounded) for the exit status.
     pub fn sigterm(&mut self, within: Duration) -> anyhow::Result<ExitStatus> {
         let child = self.child.as_mut().ok_or_else(|| anyhow!("already stopped"))?;

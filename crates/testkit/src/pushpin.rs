@@ -30,8 +30,15 @@ fn ports_free(offset: u16) -> bool {
 }
 
 impl Pushpin {
-    /// Starts Pushpin routing every path to `backend` (`host:port`) over HTTP.
+    /// Starts Pushpin routing every path to `backend` (`host:port`) over HTTP, signing
+    /// `Grip-Sig` with Debian's default key (a backend that checks signatures refuses it).
     pub fn start(backend: std::net::SocketAddr) -> anyhow::Result<Self> {
+        Self::start_with_sig_key(backend, "changeme")
+    }
+
+    /// Starts Pushpin signing `Grip-Sig` with `sig_key` — Earshot's `grip_sig_key`, which
+    /// `earshot up` generates by default (`Earshot::dev_secret("grip_sig_key")`).
+    pub fn start_with_sig_key(backend: std::net::SocketAddr, sig_key: &str) -> anyhow::Result<Self> {
         if Command::new("pushpin").arg("--version").output().is_err() {
             bail!("pushpin is not installed: install it with `apt-get install -y pushpin`");
         }
@@ -72,6 +79,8 @@ impl Pushpin {
                     ipc("zurl-in-stream"),
                     ipc("zurl-out")
                 )
+            } else if line.starts_with("sig_key=") {
+                format!("sig_key={sig_key}")
             } else if line.starts_with("http_port=") {
                 format!("http_port={http_port}")
             } else if line.starts_with("rundir=") {
