@@ -8,27 +8,17 @@ use spin_sdk::http_component;
 
 mod admin;
 mod api;
-mod log;
 mod routes;
 mod settings;
 
 use api::{ApiError, RequestParts};
-use log::RequestLog;
+use earshot_component_common::request::read_body;
+use earshot_component_common::request_log::{serve_logged, RefusedLevel, RequestLog};
 use settings::Settings;
 
 #[http_component]
 async fn handle(req: IncomingRequest) -> Response {
-    let parts = RequestParts::of(&req);
-    let mut log = RequestLog::start(&parts);
-    let response = match dispatch(req, &parts, &mut log).await {
-        Ok(response) => response,
-        Err(err) => {
-            log.failed(&err);
-            err.into_response()
-        }
-    };
-    log.emit(*response.status());
-    response
+    serve_logged("auth", RefusedLevel::Info, req, dispatch).await
 }
 
 async fn dispatch(
@@ -37,11 +27,11 @@ async fn dispatch(
     log: &mut RequestLog,
 ) -> Result<Response, ApiError> {
     let route = Route::of(&parts.path).ok_or(ApiError::NotFound)?;
-    log.route = Some(route.name());
+    log.set("route", route.name());
     if parts.method != Method::Post {
         return Err(ApiError::MethodNotAllowed);
     }
-    let body = api::read_body(req, parts).await?;
+    let body = read_body(req, parts, api::MAX_BODY_BYTES).await?;
     let settings = Settings::load()?;
     let now = now_unix()?;
     match route {

@@ -4,13 +4,13 @@ use earshot_auth::{
     issued_key, revocation_key, AuthError, IssueError, IssueRequest, IssuedRecord, IssuedToken,
     RevocationRecord, RevocationStatus, VerifiedToken,
 };
+use earshot_component_common::request_log::RequestLog;
 use serde::{Deserialize, Serialize};
 use spin_sdk::http::Response;
 use spin_sdk::key_value::Store;
 
 use crate::admin::require_admin;
 use crate::api::{json_response, parse_json, ApiError, RequestParts};
-use crate::log::RequestLog;
 use crate::settings::Settings;
 
 /// Random bytes in a `jti`: 128 bits, so collisions and guessing are out of reach.
@@ -27,7 +27,7 @@ pub(crate) fn issue(
     require_admin(parts, &settings.admin_key, "token issue disabled")?;
     let issuer = settings.issuer()?;
     let request: IssueRequest = parse_json(body, true)?;
-    log.sub = Some(request.sub.clone());
+    log.set("sub", request.sub.clone());
     let issued = issuer
         .issue(&request, now, settings.max_token_ttl_s, random_jti()?)
         .map_err(|e| match e {
@@ -36,7 +36,7 @@ pub(crate) fn issue(
             }
             IssueError::Signing => ApiError::Internal(e.to_string()),
         })?;
-    log.jti = Some(issued.jti.clone());
+    log.set("jti", issued.jti.clone());
     let record = IssuedRecord {
         sub: request.sub,
         exp: issued.exp,
@@ -82,9 +82,9 @@ pub(crate) fn introspect(
         Ok(token) => token,
         Err(reason) => return Ok(inactive(reason.to_string(), log)),
     };
-    log.sub = Some(token.sub.clone());
-    log.jti = token.jti.clone();
+    log.set("sub", token.sub.clone());
     if let Some(jti) = &token.jti {
+        log.set("jti", jti.clone());
         let store = Store::open_default()?;
         let key = revocation_key(jti);
         match RevocationRecord::status(store.get(&key)?.as_deref(), now) {
@@ -110,7 +110,7 @@ fn inactive(reason: String, log: &mut RequestLog) -> Response {
         200,
         &serde_json::json!({ "active": false, "reason": reason }),
     );
-    log.reason = Some(reason);
+    log.set("reason", reason);
     response
 }
 
@@ -137,7 +137,7 @@ pub(crate) fn revoke(
     let (jti, exp) = match (request.token, request.jti) {
         (Some(token), None) => {
             let verified = settings.verifier()?.verify(&token, now)?;
-            log.sub = Some(verified.sub.clone());
+            log.set("sub", verified.sub.clone());
             let jti = verified
                 .jti
                 .ok_or_else(|| ApiError::BadRequest("missing claim: jti".into()))?;
@@ -154,7 +154,7 @@ pub(crate) fn revoke(
             // lifetime a token may have.
             let exp = match store.get(&issued_key(&jti))? {
                 Some(bytes) => IssuedRecord::from_json(&bytes).map(|r| {
-                    log.sub = Some(r.sub);
+                    log.set("sub", r.sub);
                     r.exp
                 }),
                 None => None,
@@ -168,7 +168,7 @@ pub(crate) fn revoke(
             ))
         }
     };
-    log.jti = Some(jti.clone());
+    log.set("jti", jti.clone());
     store.set(&revocation_key(&jti), &RevocationRecord { exp }.to_json())?;
     Ok(json_response(
         200,

@@ -8,15 +8,7 @@ use serde_json::Value;
 use crate::history::History;
 use crate::settings::RateLimit;
 
-/// Why a host capability failed. The text is for the log only, never for a client (it can
-/// name hosts and keys).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub(crate) struct EffectError(pub(crate) String);
-
-/// A compare-and-swap update of one key-value entry: given the current value, the value to
-/// store, or `None` to leave the entry as it is.
-pub(crate) type Update<'a> = dyn FnMut(Option<&[u8]>) -> Option<Vec<u8>> + 'a;
+pub(crate) use earshot_component_common::effects::{EffectError, Update};
 
 /// What the state machine asks of its host.
 pub(crate) trait Effects {

@@ -2,8 +2,8 @@
 //! `/ws/transcript/{id}` connection) over whichever transport is configured, as the ingest
 //! component does: `grip_publish_url` when set, else Redis `PUBLISH earshot:grip:<channel>`.
 
-use earshot_protocol::grip::{Item, PublishRequest};
-use earshot_protocol::ids::GRIP_REDIS_PREFIX;
+use earshot_component_common::grip::Delivery;
+use earshot_protocol::grip::Item;
 
 use crate::effects::{EffectError, Effects};
 use crate::settings::IntakeSettings;
@@ -25,25 +25,15 @@ impl From<EffectError> for PublishError {
     }
 }
 
-/// Publishes `item`.
+/// Publishes `item` by its [`Delivery`].
 pub(crate) async fn publish(
     settings: &IntakeSettings,
     effects: &mut impl Effects,
     item: &Item,
 ) -> Result<(), PublishError> {
-    if !settings.grip_publish_url.is_empty() {
-        let body = serde_json::to_vec(&PublishRequest {
-            items: vec![item.clone()],
-        })
-        .expect("publish requests serialize");
-        Ok(effects
-            .http_publish(&settings.grip_publish_url, body)
-            .await?)
-    } else if settings.has_redis() {
-        let payload = serde_json::to_vec(item).expect("publish items serialize");
-        let channel = format!("{GRIP_REDIS_PREFIX}{}", item.channel);
-        Ok(effects.redis_publish(&channel, &payload)?)
-    } else {
-        Err(PublishError::NoTransport)
+    match Delivery::of(&settings.grip_publish_url, settings.has_redis(), item) {
+        Delivery::Http { url, body } => Ok(effects.http_publish(url, body).await?),
+        Delivery::Redis { channel, payload } => Ok(effects.redis_publish(&channel, &payload)?),
+        Delivery::Nowhere => Err(PublishError::NoTransport),
     }
 }

@@ -1,89 +1,19 @@
-//! The HTTP surface's plumbing: the request parts the route looks at, the body limit, JSON
-//! responses, and the one error type whose variants map to status codes here and nowhere else.
+//! The HTTP surface's plumbing: the body limit and the one error type whose variants map to
+//! status codes here and nowhere else. Request parts, the body reader and JSON replies are
+//! `earshot_component_common`'s.
 
+use earshot_component_common::request::BodyError;
+pub(crate) use earshot_component_common::request::RequestParts;
+use earshot_component_common::response::HttpFailure;
 use earshot_protocol::transcript::{SegmentError, MAX_SEGMENT_BYTES};
-use futures::StreamExt;
-use serde_json::Value;
-use spin_sdk::http::{IncomingRequest, Method, Response};
 use transcript_intake::Rejection;
 
 /// Largest request body accepted, in bytes: one segment, the same bound as a Redis intake
 /// message ([`MAX_SEGMENT_BYTES`]), refused before it is buffered.
 pub(crate) const MAX_BODY_BYTES: usize = MAX_SEGMENT_BYTES;
 
-/// Everything the route needs from the request except the body.
-pub(crate) struct RequestParts {
-    pub(crate) method: Method,
-    /// Path without the query.
-    pub(crate) path: String,
-    /// Path and query as received; log it only through `earshot_auth::redact_query`.
-    pub(crate) path_with_query: String,
-    headers: Vec<(String, Vec<u8>)>,
-}
-
-impl RequestParts {
-    /// Copies method, path and headers out of the request.
-    pub(crate) fn of(req: &IncomingRequest) -> RequestParts {
-        let path_with_query = req.path_with_query().unwrap_or_else(|| "/".to_owned());
-        let path = path_with_query
-            .split_once('?')
-            .map_or(path_with_query.as_str(), |(p, _)| p)
-            .to_owned();
-        RequestParts {
-            method: req.method(),
-            path,
-            path_with_query,
-            headers: req.headers().entries(),
-        }
-    }
-
-    /// All values of header `name` (case-insensitive) that are valid UTF-8.
-    pub(crate) fn header_values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        self.headers
-            .iter()
-            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
-            .filter_map(|(_, v)| std::str::from_utf8(v).ok())
-    }
-}
-
-/// Reads the body, refusing more than [`MAX_BODY_BYTES`] (by `Content-Length` up front, and
-/// by counting while streaming, so an oversized body is never buffered).
-pub(crate) async fn read_body(
-    req: IncomingRequest,
-    parts: &RequestParts,
-) -> Result<Vec<u8>, ApiError> {
-    let declared = parts
-        .header_values("content-length")
-        .next()
-        .and_then(|v| v.trim().parse::<u64>().ok());
-    if declared.is_some_and(|len| len > MAX_BODY_BYTES as u64) {
-        return Err(ApiError::PayloadTooLarge("request body too large"));
-    }
-    let mut stream = req.into_body_stream();
-    let mut body = Vec::new();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|_| ApiError::BadRequest("unreadable request body".into()))?;
-        if body.len() + chunk.len() > MAX_BODY_BYTES {
-            return Err(ApiError::PayloadTooLarge("request body too large"));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
-}
-
-/// A JSON response, never cached.
-pub(crate) fn json_response(status: u16, body: &impl serde::Serialize) -> Response {
-    let bytes = serde_json::to_vec(body).expect("response shapes always serialize");
-    Response::builder()
-        .status(status)
-        .header("content-type", "application/json")
-        .header("cache-control", "no-store")
-        .body(bytes)
-        .build()
-}
-
-/// Every way a request can fail: [`ApiError::reason`] is what the client sees,
-/// [`ApiError::detail`] what only the log sees.
+/// Every way a request can fail: [`HttpFailure::reason`] is what the client sees,
+/// [`HttpFailure::detail`] what only the log sees.
 #[derive(Debug)]
 pub(crate) enum ApiError {
     /// 400: bad meeting id in the path, invalid segment, or a segment for another meeting.
@@ -108,9 +38,8 @@ pub(crate) enum ApiError {
     Internal(String),
 }
 
-impl ApiError {
-    /// The HTTP status.
-    pub(crate) fn status(&self) -> u16 {
+impl HttpFailure for ApiError {
+    fn status(&self) -> u16 {
         match self {
             ApiError::BadRequest(_) => 400,
             ApiError::Unauthorized(_) => 401,
@@ -123,8 +52,7 @@ impl ApiError {
         }
     }
 
-    /// The `error` string of the response body.
-    pub(crate) fn reason(&self) -> String {
+    fn reason(&self) -> String {
         match self {
             ApiError::BadRequest(r) | ApiError::Unauthorized(r) | ApiError::Forbidden(r) => {
                 r.clone()
@@ -139,8 +67,7 @@ impl ApiError {
         }
     }
 
-    /// What the log gets beyond the reason.
-    pub(crate) fn detail(&self) -> Option<&str> {
+    fn detail(&self) -> Option<&str> {
         match self {
             ApiError::Unavailable(d) | ApiError::Misconfigured(d) | ApiError::Internal(d) => {
                 Some(d)
@@ -149,17 +76,22 @@ impl ApiError {
         }
     }
 
-    /// `{"error": "<reason>"}` with the status.
-    pub(crate) fn into_response(self) -> Response {
-        let body: Value = serde_json::json!({ "error": self.reason() });
-        let mut response = json_response(self.status(), &body);
+    fn header(&self) -> Option<(&'static str, &'static str)> {
         match self {
-            ApiError::MethodNotAllowed => response.set_header("allow", "POST"),
-            ApiError::Unauthorized(_) => response.set_header("www-authenticate", "Bearer"),
-            ApiError::Unavailable(_) => response.set_header("retry-after", "1"),
-            _ => {}
+            ApiError::MethodNotAllowed => Some(("allow", "POST")),
+            ApiError::Unauthorized(_) => Some(("www-authenticate", "Bearer")),
+            ApiError::Unavailable(_) => Some(("retry-after", "1")),
+            _ => None,
         }
-        response
+    }
+}
+
+impl From<BodyError> for ApiError {
+    fn from(e: BodyError) -> ApiError {
+        match e {
+            BodyError::TooLarge => ApiError::PayloadTooLarge(e.reason()),
+            BodyError::Unreadable => ApiError::BadRequest(e.reason().into()),
+        }
     }
 }
 

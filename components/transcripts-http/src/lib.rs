@@ -9,6 +9,9 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use earshot_component_common::request::read_body;
+use earshot_component_common::request_log::{serve_logged, RefusedLevel, RequestLog};
+use earshot_component_common::response::json_response;
 use earshot_protocol::ids::IdError;
 use earshot_protocol::transcript::{parse_intake_path, IntakeReply};
 use spin_sdk::http::{IncomingRequest, Method, Response};
@@ -18,24 +21,12 @@ use transcript_intake::{Intake, IntakeError, Via};
 
 mod api;
 mod auth;
-mod log;
 
-use api::{json_response, ApiError, RequestParts};
-use log::RequestLog;
+use api::{ApiError, RequestParts};
 
 #[http_component]
 async fn handle(req: IncomingRequest) -> Response {
-    let parts = RequestParts::of(&req);
-    let mut log = RequestLog::start(&parts);
-    let response = match serve(req, &parts, &mut log).await {
-        Ok(response) => response,
-        Err(err) => {
-            log.failed(&err);
-            err.into_response()
-        }
-    };
-    log.emit(*response.status());
-    response
+    serve_logged("transcripts-http", RefusedLevel::Warn, req, serve).await
 }
 
 async fn serve(
@@ -47,14 +38,14 @@ async fn serve(
         IdError::UnknownRoute => ApiError::NotFound,
         _ => ApiError::BadRequest("invalid meeting id".into()),
     })?;
-    log.meeting_id = Some(meeting.to_string());
+    log.set("meeting_id", meeting.to_string());
     if parts.method != Method::Post {
         return Err(ApiError::MethodNotAllowed);
     }
     // Authenticated before the body is read: an anonymous caller costs no buffering.
     let token = auth::authenticate(parts, &meeting, now_unix()?)?;
-    log.sub = Some(token.sub.clone());
-    let body = api::read_body(req, parts).await?;
+    log.set("sub", token.sub.clone());
+    let body = read_body(req, parts, api::MAX_BODY_BYTES).await?;
     let input = Intake {
         payload: &body,
         via: Via::Http,
@@ -63,7 +54,9 @@ async fn serve(
     };
     match intake(input).await {
         Ok(accepted) => {
-            log.offset = accepted.offset.clone();
+            if let Some(offset) = &accepted.offset {
+                log.set("offset", offset.clone());
+            }
             Ok(json_response(
                 200,
                 &IntakeReply {

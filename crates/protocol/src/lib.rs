@@ -4,6 +4,7 @@
 pub mod close;
 pub mod events;
 pub mod grip;
+pub mod http;
 pub mod ids;
 pub mod ingest;
 pub mod limits;

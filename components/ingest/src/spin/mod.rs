@@ -7,6 +7,9 @@ mod request;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use earshot_component_common::grip;
+use earshot_component_common::request::read_body;
+use earshot_component_common::response::HttpFailure as _;
 use earshot_protocol::events::{decode_events, encode_events, CONTENT_TYPE};
 use earshot_protocol::ids::IdError;
 use earshot_protocol::WsRoute;
@@ -51,7 +54,7 @@ async fn handle(req: IncomingRequest) -> Response {
                 line["detail"] = detail.into();
             }
             println!("{line}");
-            err.into_response()
+            err.response()
         }
     }
 }
@@ -73,7 +76,7 @@ async fn serve(req: IncomingRequest, parts: &RequestParts) -> Result<Response, H
         return Err(HttpError::MethodNotAllowed);
     }
     let connection_id = connection_id(parts)?;
-    let body = request::read_body(req, parts).await?;
+    let body = read_body(req, parts, request::MAX_BODY_BYTES).await?;
     check_content_type(parts, body.is_empty())?;
     let events = decode_events(&body)
         .map_err(|e| HttpError::BadRequest(format!("malformed events: {e}")))?;
@@ -102,11 +105,11 @@ async fn serve(req: IncomingRequest, parts: &RequestParts) -> Result<Response, H
     // logged by the backend and changes nothing for the client.
     let publishes = backend.take_http_publishes();
     for (url, body) in publishes {
-        if let Err(detail) = backend::http_publish(&url, body).await {
+        if let Err(detail) = grip::http_publish(&url, body).await {
             let line = reply
                 .log
                 .line(crate::log::Level::Warn, "publish failed")
-                .with("detail", detail);
+                .with("detail", detail.0);
             backend.log(line.into_value());
         }
     }
