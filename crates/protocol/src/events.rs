@@ -24,7 +24,8 @@ pub enum Event {
     Close {
         /// Close code (absent when the peer sent none).
         code: Option<u16>,
-        /// Close reason (may be empty).
+        /// Close reason (may be empty). Carried only with a code, as in a WebSocket close
+        /// frame (RFC 6455 §5.5.1): [`encode_event`] drops it when `code` is `None`.
         reason: String,
     },
     /// The connection ended uncleanly or does not exist.
@@ -198,6 +199,15 @@ mod tests {
         assert_eq!(encode_events(&[Event::Text("hello world".into())]), b"TEXT B\r\nhello world\r\n");
         assert_eq!(encode_events(&[Event::Open]), b"OPEN\r\n");
         assert_eq!(encode_events(&[Event::close(1000, "")]), b"CLOSE 2\r\n\x03\xe8\r\n");
+    }
+
+    /// Found by the `events_codec` fuzz target: the wire format has no place for a reason
+    /// without a code, so encoding drops it rather than invent a code.
+    #[test]
+    fn close_reason_without_code_is_dropped() {
+        let body = encode_events(&[Event::Close { code: None, reason: "bye".into() }]);
+        assert_eq!(body, b"CLOSE\r\n");
+        assert_eq!(decode_events(&body).unwrap(), [Event::Close { code: None, reason: String::new() }]);
     }
 
     #[test]
