@@ -11,6 +11,9 @@ use anyhow::{anyhow, bail, Context};
 /// How long Pushpin's processes may take to open their ports.
 pub const PUSHPIN_READY_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// Attempts at starting Pushpin when its chosen port was taken in the meantime.
+const PORT_RACE_RETRIES: usize = 5;
+
 /// Pushpin's handler ports, shifted together by `port_offset` (the client port is
 /// set on its own: `port_offset` does not move it).
 const HANDLER_PORTS: [u16; 4] = [5560, 5561, 5562, 5563];
@@ -39,6 +42,25 @@ impl Pushpin {
     /// Starts Pushpin signing `Grip-Sig` with `sig_key` — Earshot's `grip_sig_key`, which
     /// `earshot up` generates by default (`Earshot::dev_secret("grip_sig_key")`).
     pub fn start_with_sig_key(backend: std::net::SocketAddr, sig_key: &str) -> anyhow::Result<Self> {
+        Self::start_with_settings(backend, sig_key, &[])
+    }
+
+    /// Like [`Pushpin::start_with_sig_key`], with `key=value` lines of pushpin.conf
+    /// replaced (e.g. the benchmarks raise `message_rate` and `client_maxconn`).
+    pub fn start_with_settings(backend: std::net::SocketAddr, sig_key: &str, settings: &[(&str, &str)]) -> anyhow::Result<Self> {
+        // The client port comes from `free_port()`, which another process can take
+        // before condure binds it: retry a few times on that one failure.
+        let mut last = None;
+        for _ in 0..PORT_RACE_RETRIES {
+            match Self::try_start(backend, sig_key, settings) {
+                Err(e) if e.to_string().contains("Address already in use") => last = Some(e),
+                other => return other,
+            }
+        }
+        Err(last.expect("at least one attempt"))
+    }
+
+    fn try_start(backend: std::net::SocketAddr, sig_key: &str, settings: &[(&str, &str)]) -> anyhow::Result<Self> {
         if Command::new("pushpin").arg("--version").output().is_err() {
             bail!("pushpin is not installed: install it with `apt-get install -y pushpin`");
         }
@@ -72,7 +94,10 @@ impl Pushpin {
         let template = std::fs::read_to_string("/etc/pushpin/pushpin.conf").context("reading /etc/pushpin/pushpin.conf")?;
         let mut conf = String::new();
         for line in template.lines() {
-            let line = if line == "[proxy]" {
+            let setting = settings.iter().find(|(k, _)| line.strip_prefix(k).is_some_and(|rest| rest.starts_with('=')));
+            let line = if let Some((k, v)) = setting {
+                format!("{k}={v}")
+            } else if line == "[proxy]" {
                 format!(
                     "[proxy]\nzurl_out_specs={}\nzurl_out_stream_specs={}\nzurl_in_specs={}",
                     ipc("zurl-in"),

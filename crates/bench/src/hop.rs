@@ -1,0 +1,172 @@
+//! Scenario 1, component hop: one WebSocket event through the relay into the ingest
+//! component and its reply back out — the ingest handshake (`handshake` text →
+//! `handshake_ack`). The relay reads the frame, builds the WebSocket-over-HTTP request
+//! (handshake headers replayed, `Meta-*` state), the host runs a fresh instance of
+//! ingest.wasm (decode events and state, validate the format, draw a session id, log,
+//! answer with `Set-Meta-*`), the relay decodes the answer and writes the reply frame.
+//! No Redis on this path. Each connection handshakes once, so connections are opened in
+//! batches (untimed; OPEN authenticates, rate-limits in Redis, announces presence), then
+//! only the handshakes are timed, then the batch is closed before the next one.
+
+use std::time::Instant;
+
+use futures::future::join_all;
+
+use crate::client::{self, next_text, send_text, until_closed, Dialer, Ws, REPLY_TIMEOUT};
+use crate::config::Sizes;
+use crate::report::{latency_us, Runs};
+use crate::systems::System;
+
+/// One run's numbers.
+#[derive(Default)]
+pub(crate) struct HopRuns {
+    /// Handshake round trip at concurrency 1, p50 and p99 in µs.
+    pub(crate) p50_us: Runs,
+    pub(crate) p99_us: Runs,
+    /// Handshakes completed per second with a batch in flight at once.
+    pub(crate) events_per_s: Runs,
+    /// Connection open (TCP + upgrade, incl. the OPEN event) p50 in µs, one at a time.
+    pub(crate) open_p50_us: Runs,
+}
+
+const HANDSHAKE: &str = earshot_testkit::ws::HANDSHAKE;
+
+struct Batch {
+    conns: Vec<Ws>,
+    open_ns: Vec<u64>,
+}
+
+/// Opens `n` connections, all at once, or one after the other when `sequential` (then
+/// each open is timed unloaded).
+async fn open_batch(
+    dialer: &Dialer,
+    sys: &System,
+    tag: &str,
+    n: usize,
+    sequential: bool,
+) -> anyhow::Result<Batch> {
+    let opens = (0..n).map(|i| {
+        let meeting = format!("{tag}-{i}");
+        let token = client::token(&sys.secret, "ingest", &[&meeting]);
+        async move {
+            let path = format!("/api/v1/ws/ingest/meetings/{meeting}?source=mic&token={token}");
+            let t0 = Instant::now();
+            let ws = dialer.connect(&path).await?;
+            Ok::<_, anyhow::Error>((ws, t0.elapsed().as_nanos() as u64))
+        }
+    });
+    let mut batch = Batch {
+        conns: Vec::with_capacity(n),
+        open_ns: Vec::with_capacity(n),
+    };
+    let results = if sequential {
+        let mut v = Vec::with_capacity(n);
+        for o in opens {
+            v.push(o.await);
+        }
+        v
+    } else {
+        join_all(opens).await
+    };
+    for r in results {
+        let (ws, ns) = r?;
+        batch.conns.push(ws);
+        batch.open_ns.push(ns);
+    }
+    Ok(batch)
+}
+
+async fn handshake(ws: &mut Ws) -> anyhow::Result<()> {
+    send_text(ws, HANDSHAKE).await?;
+    loop {
+        let t = next_text(ws, REPLY_TIMEOUT).await?;
+        if t.contains("\"handshake_ack\"") {
+            return Ok(());
+        }
+    }
+}
+
+/// Ends a batch cleanly (`close_stream` → `closed` → close) so nothing of it is still
+/// being processed when the next batch is timed.
+async fn close_batch(batch: Batch) -> anyhow::Result<()> {
+    let closes = batch.conns.into_iter().map(|mut ws| async move {
+        send_text(&mut ws, r#"{"type":"close_stream"}"#).await?;
+        until_closed(&mut ws, REPLY_TIMEOUT).await
+    });
+    for r in join_all(closes).await {
+        r?;
+    }
+    Ok(())
+}
+
+/// Runs the scenario `sizes.reps` times against `sys`.
+pub(crate) async fn run(sys: &System, sizes: &Sizes, runs: &mut HopRuns) -> anyhow::Result<()> {
+    let dialer = Dialer::new(&sys.ws_base)?;
+    // Warm-up: the first instances, Redis scripts and allocator pools are not timed.
+    let warm = open_batch(
+        &dialer,
+        sys,
+        &format!("hopw-{}", client::now_ns()),
+        32,
+        false,
+    )
+    .await?;
+    let mut warm = warm;
+    for ws in &mut warm.conns {
+        handshake(ws).await?;
+    }
+    close_batch(warm).await?;
+
+    for rep in 0..sizes.reps {
+        eprintln!("  hop {}: run {}/{}", sys.name, rep + 1, sizes.reps);
+        let stamp = client::now_ns();
+        // Latency: one open, then one handshake at a time.
+        let mut lat = Vec::new();
+        let mut open = Vec::new();
+        for b in 0..sizes.hop_latency_samples.div_ceil(sizes.hop_batch) {
+            let mut batch = open_batch(
+                &dialer,
+                sys,
+                &format!("hopl-{stamp}-{b}"),
+                sizes.hop_batch,
+                true,
+            )
+            .await?;
+            open.extend_from_slice(&batch.open_ns);
+            for ws in &mut batch.conns {
+                let t0 = Instant::now();
+                handshake(ws).await?;
+                lat.push(t0.elapsed().as_nanos() as u64);
+            }
+            close_batch(batch).await?;
+        }
+        // Throughput: a whole batch in flight at once; only the handshakes are timed.
+        let mut timed = 0.0;
+        let mut done = 0usize;
+        for b in 0..sizes.hop_throughput_events.div_ceil(sizes.hop_batch) {
+            let mut batch = open_batch(
+                &dialer,
+                sys,
+                &format!("hopt-{stamp}-{b}"),
+                sizes.hop_batch,
+                false,
+            )
+            .await?;
+            let t0 = Instant::now();
+            for r in join_all(batch.conns.iter_mut().map(handshake)).await {
+                r?;
+            }
+            timed += t0.elapsed().as_secs_f64();
+            done += batch.conns.len();
+            close_batch(batch).await?;
+        }
+        sys.check_alive()?;
+        let (p50, p99, _) = latency_us(&mut lat).unwrap_or((f64::NAN, f64::NAN, f64::NAN));
+        runs.p50_us.push(p50);
+        runs.p99_us.push(p99);
+        runs.events_per_s.push(done as f64 / timed);
+        runs.open_p50_us
+            .push(latency_us(&mut open).map_or(f64::NAN, |l| l.0));
+    }
+    Ok(())
+}
