@@ -15,13 +15,14 @@ use earshot_protocol::meeting::{MeetingEvent, STATS_INTERVAL_MS};
 use earshot_protocol::{MeetingId, Source, WsRoute};
 use earshot_vad::{Vad, VadEvent};
 
-use crate::effects::Effects;
-use crate::log::Level;
-use crate::publish::publish;
-use crate::session::Session;
-use crate::talk::{self, Election, TalkChange};
+use earshot_ws_session::log::Level;
+use earshot_ws_session::talk::{self, Election, TalkChange};
 
-impl<E: Effects> Session<'_, E> {
+use crate::effects::IngestEffects;
+use crate::ingest::Capture;
+use crate::publish::publish;
+
+impl<E: IngestEffects> Capture<'_, '_, E> {
     /// The stream's meeting and source (analytics run on the ingest route only).
     fn stream(&self) -> (MeetingId, Source) {
         match self.route {
@@ -38,7 +39,7 @@ impl<E: Effects> Session<'_, E> {
             .map_err(|_| format!("{channels} channels"))
             .and_then(|ch| Vad::new(sample_rate, ch).map_err(|e| e.to_string()));
         match vad {
-            Ok(vad) => self.state().vad = Some(vad),
+            Ok(vad) => self.state().ext.vad = Some(vad),
             Err(detail) => {
                 let line = self
                     .log
@@ -53,14 +54,14 @@ impl<E: Effects> Session<'_, E> {
     pub(crate) fn analyse(&mut self, pcm: &[u8]) {
         let now = self.now_ms;
         let state = self.state();
-        let Some(vad) = state.vad.as_mut() else {
+        let Some(vad) = state.ext.vad.as_mut() else {
             return;
         };
         let events = vad.push(pcm);
-        let first = state.audio_start_ms.is_none();
-        let start = *state.audio_start_ms.get_or_insert(now);
+        let first = state.ext.audio_start_ms.is_none();
+        let start = *state.ext.audio_start_ms.get_or_insert(now);
         if first {
-            state.stats_due_ms = Some(now.saturating_add(STATS_INTERVAL_MS));
+            state.ext.stats_due_ms = Some(now.saturating_add(STATS_INTERVAL_MS));
             let (_, source) = self.stream();
             self.record_talk(TalkChange::SessionStarted {
                 source,
@@ -76,12 +77,12 @@ impl<E: Effects> Session<'_, E> {
     /// end of its audio, and the meeting's statistics go out.
     pub(crate) fn finish_analytics(&mut self) {
         let state = self.state();
-        let (Some(vad), Some(start)) = (state.vad.as_mut(), state.audio_start_ms) else {
+        let (Some(vad), Some(start)) = (state.ext.vad.as_mut(), state.ext.audio_start_ms) else {
             return;
         };
         let events = vad.finish();
         let audio_until = start.saturating_add(vad.stream_ms());
-        state.stats_due_ms = None;
+        state.ext.stats_due_ms = None;
         for event in events {
             self.speech(start, event);
         }
@@ -104,9 +105,11 @@ impl<E: Effects> Session<'_, E> {
     pub(crate) fn periodic_stats(&mut self) {
         let now = self.now_ms;
         let state = self.state();
-        let (Some(vad), Some(start), Some(due)) =
-            (state.vad.as_ref(), state.audio_start_ms, state.stats_due_ms)
-        else {
+        let (Some(vad), Some(start), Some(due)) = (
+            state.ext.vad.as_ref(),
+            state.ext.audio_start_ms,
+            state.ext.stats_due_ms,
+        ) else {
             return;
         };
         if now < due {
@@ -134,7 +137,7 @@ impl<E: Effects> Session<'_, E> {
                 now.saturating_add(STATS_INTERVAL_MS)
             }
         };
-        self.state().stats_due_ms = Some(next_due);
+        self.state().ext.stats_due_ms = Some(next_due);
     }
 
     /// Publishes the meeting's `stats` as of now (and of the caller's audio, which may run
@@ -152,10 +155,11 @@ impl<E: Effects> Session<'_, E> {
             meeting_id: meeting.to_string(),
             talk: talk::summary(&record, self.now_ms, audio_until_ms),
         };
+        let s = &mut *self.0;
         publish(
-            self.settings,
-            self.effects,
-            &self.log,
+            s.settings,
+            s.effects,
+            &s.log,
             &meeting_channel(&meeting),
             event.to_json(),
         );
@@ -200,10 +204,11 @@ impl<E: Effects> Session<'_, E> {
             }
         };
         self.record_talk(change);
+        let s = &mut *self.0;
         publish(
-            self.settings,
-            self.effects,
-            &self.log,
+            s.settings,
+            s.effects,
+            &s.log,
             &meeting_channel(&meeting),
             announced.to_json(),
         );

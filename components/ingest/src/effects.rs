@@ -1,20 +1,17 @@
-//! The capabilities the connection state machine needs from its host, named by one trait:
-//! the Spin shell implements it over the key-value store, outbound Redis and outbound HTTP
+//! The capabilities the ingest route needs from its host beyond the shared ones
+//! (`earshot_ws_session::effects::Effects`: reading the key-value store, the log): the Spin
+//! shell implements them over the key-value store, outbound Redis and outbound HTTP
 //! (`spin::backend`), the unit tests over memory. Everything that decides something — which
 //! backend, which close code — stays on the pure side of this line.
 
-use serde_json::Value;
+use earshot_ws_session::effects::Effects;
 
-use crate::history::History;
 use crate::settings::RateLimit;
 
-pub(crate) use earshot_component_common::effects::{EffectError, Update};
+pub(crate) use earshot_ws_session::effects::{EffectError, Update};
 
-/// What the state machine asks of its host.
-pub(crate) trait Effects {
-    /// Reads an entry of the `default` key-value store.
-    fn kv_get(&mut self, key: &str) -> Result<Option<Vec<u8>>, EffectError>;
-
+/// What the ingest route asks of its host.
+pub(crate) trait IngestEffects: Effects {
     /// Replaces an entry of the `default` key-value store with `update(current)`, atomically
     /// (compare-and-swap): when another writer got in between, `update` runs again on the
     /// newer value, so whatever `update` decided in its last run is what happened.
@@ -37,16 +34,6 @@ pub(crate) trait Effects {
         fields: &[(&str, &[u8])],
     ) -> Result<(), EffectError>;
 
-    /// Runs the history script (`history::SCRIPT`) on transcript stream `key`: at most
-    /// `count` entries after offset `after` (exclusive), newest first, with what the stream
-    /// knows about removed entries. A stream that does not exist has no history.
-    fn redis_history(
-        &mut self,
-        key: &str,
-        after: &str,
-        count: usize,
-    ) -> Result<History, EffectError>;
-
     /// `PUBLISH channel payload`.
     fn redis_publish(&mut self, channel: &str, payload: &[u8]) -> Result<(), EffectError>;
 
@@ -56,7 +43,4 @@ pub(crate) trait Effects {
 
     /// `bytes` random bytes from a CSPRNG, hex-encoded.
     fn random_hex(&mut self, bytes: usize) -> Result<String, EffectError>;
-
-    /// Writes one log line.
-    fn log(&mut self, line: Value);
 }

@@ -15,12 +15,20 @@ use earshot_protocol::ingest::{ClientMessage, ServerMessage};
 use earshot_protocol::limits::{AUDIO_STREAM_MAXLEN, MAX_FRAME_BYTES};
 use earshot_protocol::{CloseCode, Event, MeetingId, Source, WsRoute};
 
-use crate::effects::Effects;
-use crate::log::{Level, State};
-use crate::meta::Phase;
+use std::marker::PhantomData;
+use std::ops::{Deref, DerefMut};
+
+use earshot_ws_session::log::{Level, State};
+use earshot_ws_session::meta::Phase;
+use earshot_ws_session::session::{header, Component, Scope, Session};
+use earshot_ws_session::settings::TokenSettings;
+use serde_json::Value;
+
+use crate::effects::IngestEffects;
 use crate::presence::{self, Stream};
 use crate::ratelimit::{self, Admission};
-use crate::session::{reason, Session};
+use crate::settings::Settings;
+use crate::state::StreamState;
 
 /// Shortest time between two acks, in milliseconds. An ack per 20 ms frame would double the
 /// messages on the wire for nothing; four a second keep a client's unacknowledged backlog
@@ -33,16 +41,120 @@ pub(crate) const ACK_MIN_INTERVAL_MS: u64 = 250;
 /// Random bytes in a session id: 128 bits, so ids never collide across sessions.
 pub(crate) const SESSION_ID_BYTES: usize = 16;
 
-impl<E: Effects> Session<'_, E> {
+/// Close and presence reasons of the ingest route (the ones clients act on are in
+/// `earshot_protocol::close`).
+pub(crate) mod reason {
+    /// 1011: no randomness for a session id.
+    pub(crate) const SESSION_ID_UNAVAILABLE: &str = "session id unavailable";
+    /// Presence reason after `close_stream`.
+    pub(crate) const CLOSE_STREAM: &str = "close_stream";
+}
+
+/// The capture agents' route as a socket component, over host capabilities `E`.
+pub(crate) struct Ingest<E>(PhantomData<E>);
+
+impl<E: IngestEffects> Component for Ingest<E> {
+    const NAME: &'static str = "ingest";
+    const SCOPE: Scope = Scope::Ingest;
+    type Settings = Settings;
+    type Effects = E;
+    type State = StreamState;
+
+    fn token_settings(settings: &Settings) -> &TokenSettings {
+        &settings.conn.token
+    }
+
+    fn serves(route: &WsRoute) -> bool {
+        matches!(route, WsRoute::Ingest { .. })
+    }
+
+    fn open(s: &mut Session<'_, Self>, sub: &str) {
+        let WsRoute::Ingest { meeting, source } = s.route else {
+            unreachable!("the shell routes only the ingest route here");
+        };
+        Capture(s).open(meeting, *source, sub);
+    }
+
+    fn resumed(s: &mut Session<'_, Self>, _ending: bool) {
+        Capture(s).timeouts();
+    }
+
+    fn text(s: &mut Session<'_, Self>, text: &str) {
+        Capture(s).text(text);
+    }
+
+    fn binary(s: &mut Session<'_, Self>, data: &[u8]) {
+        Capture(s).binary(data);
+    }
+
+    /// Audio already stored but not yet acknowledged is acknowledged before the close, so
+    /// the client knows exactly what survived.
+    fn closing(s: &mut Session<'_, Self>) {
+        Capture(s).flush_ack(true);
+    }
+
+    /// The stream is over: close the talk analytics, clear presence (announcing `why`).
+    fn cleanup(s: &mut Session<'_, Self>, why: &str) -> Vec<(&'static str, Value)> {
+        let mut capture = Capture(s);
+        capture.finish_analytics();
+        let s = &mut *capture.0;
+        let WsRoute::Ingest { meeting, source } = s.route else {
+            unreachable!("the shell routes only the ingest route here");
+        };
+        let stream = Stream {
+            meeting,
+            source: *source,
+            connection_id: s.connection_id,
+        };
+        presence::disconnected(s.settings, s.effects, &s.log, stream, s.now_ms, why);
+        let state = &s.state().ext;
+        vec![
+            ("frames", state.frames.into()),
+            ("bytes", state.bytes.into()),
+        ]
+    }
+
+    /// A live stream's reply: its turn at the periodic stats, a pending ack if due, and the
+    /// relay's keep-alive, which runs the timeouts and flushes acks while the client is quiet.
+    fn finish(s: &mut Session<'_, Self>) {
+        let mut capture = Capture(s);
+        capture.periodic_stats();
+        capture.flush_ack(false);
+        let interval = earshot_protocol::limits::KEEP_ALIVE_INTERVAL_S.to_string();
+        capture
+            .headers
+            .push((header::KEEP_ALIVE_INTERVAL.to_owned(), interval));
+    }
+}
+
+/// One request of an ingest connection: the shared session, seen from the ingest route.
+pub(crate) struct Capture<'s, 'a, E: IngestEffects>(pub(crate) &'s mut Session<'a, Ingest<E>>);
+
+impl<'a, E: IngestEffects> Deref for Capture<'_, 'a, E> {
+    type Target = Session<'a, Ingest<E>>;
+
+    fn deref(&self) -> &Self::Target {
+        self.0
+    }
+}
+
+impl<E: IngestEffects> DerefMut for Capture<'_, '_, E> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        self.0
+    }
+}
+
+impl<E: IngestEffects> Capture<'_, '_, E> {
     /// An authenticated OPEN: admit it against the rate limit, accept, announce presence.
-    pub(crate) fn open_ingest(&mut self, meeting: &MeetingId, source: Source, sub: &str) {
+    fn open(&mut self, meeting: &MeetingId, source: Source, sub: &str) {
+        let s = &mut *self.0;
         match ratelimit::admit(
-            self.settings,
-            self.effects,
+            s.settings,
+            s.effects,
             meeting,
             source,
-            self.connection_id,
-            self.now_ms,
+            s.connection_id,
+            s.now_ms,
         ) {
             Ok(Admission::Admitted) => {}
             Ok(Admission::Refused) => {
@@ -62,17 +174,19 @@ impl<E: Effects> Session<'_, E> {
             source,
             connection_id: self.connection_id,
         };
-        presence::connected(self.settings, self.effects, &self.log, stream, self.now_ms);
+        let s = &mut *self.0;
+        presence::connected(s.settings, s.effects, &s.log, stream, s.now_ms);
         let line = self.log.transition(State::Connected, "connected");
         self.emit(line);
     }
 
     /// Closes a stream whose handshake or activity deadline has passed. Checked before the
     /// request's events: a late handshake or frame does not undo a missed deadline.
-    pub(crate) fn ingest_timeouts(&mut self) {
+    fn timeouts(&mut self) {
         let now = self.now_ms;
         let state = self.state();
-        let (phase, opened, last_activity) = (state.phase, state.opened_ms, state.last_activity_ms);
+        let (phase, opened, last_activity) =
+            (state.phase, state.opened_ms, state.ext.last_activity_ms);
         match phase {
             Phase::Connected
                 if now.saturating_sub(opened) >= self.settings.handshake_timeout_ms =>
@@ -89,7 +203,7 @@ impl<E: Effects> Session<'_, E> {
     }
 
     /// A text message from the capture agent.
-    pub(crate) fn ingest_text(&mut self, text: &str) {
+    fn text(&mut self, text: &str) {
         let message = match ClientMessage::parse(text) {
             Ok(message) => message,
             Err(e) => return self.close(e.close_code(), &e.to_string()),
@@ -120,8 +234,8 @@ impl<E: Effects> Session<'_, E> {
                 let now = self.now_ms;
                 let state = self.state();
                 state.phase = Phase::HandshakeComplete;
-                state.session_id = Some(session_id.clone());
-                state.last_activity_ms = now;
+                state.ext.session_id = Some(session_id.clone());
+                state.ext.last_activity_ms = now;
                 let line = self
                     .log
                     .transition(State::HandshakeComplete, "handshake complete")
@@ -133,13 +247,13 @@ impl<E: Effects> Session<'_, E> {
             }
             ClientMessage::Keepalive => {
                 let now = self.now_ms;
-                self.state().last_activity_ms = now;
+                self.state().ext.last_activity_ms = now;
             }
             ClientMessage::CloseStream => {
                 let state = self.state();
-                let (frames, bytes) = (state.frames, state.bytes);
+                let (frames, bytes) = (state.ext.frames, state.ext.bytes);
                 // The final totals make any pending ack redundant.
-                state.acked_frames = frames;
+                state.ext.acked_frames = frames;
                 self.out.push(Event::Text(
                     ServerMessage::Closed { frames, bytes }.to_json(),
                 ));
@@ -153,7 +267,7 @@ impl<E: Effects> Session<'_, E> {
     }
 
     /// A PCM frame: appended to `audio:{meeting}:{source}`, counted once Redis confirmed it.
-    pub(crate) fn ingest_binary(&mut self, pcm: &[u8]) {
+    fn binary(&mut self, pcm: &[u8]) {
         if self.state().phase == Phase::Connected {
             return self.close(CloseCode::ProtocolError, REASON_BINARY_BEFORE_HANDSHAKE);
         }
@@ -172,9 +286,9 @@ impl<E: Effects> Session<'_, E> {
             unreachable!("ingest handlers run on the ingest route");
         };
         let state = self.state();
-        let seq = (state.frames + 1).to_string();
+        let seq = (state.ext.frames + 1).to_string();
         let len = pcm.len().to_string();
-        let session = state.session_id.clone().unwrap_or_default();
+        let session = state.ext.session_id.clone().unwrap_or_default();
         let fields: [(&str, &[u8]); 4] = [
             (AUDIO_FIELD_SEQ, seq.as_bytes()),
             (AUDIO_FIELD_BYTES, len.as_bytes()),
@@ -195,9 +309,9 @@ impl<E: Effects> Session<'_, E> {
         }
         let now = self.now_ms;
         let state = self.state();
-        state.frames += 1;
-        state.bytes += pcm.len() as u64;
-        state.last_activity_ms = now;
+        state.ext.frames += 1;
+        state.ext.bytes += pcm.len() as u64;
+        state.ext.last_activity_ms = now;
         if state.phase == Phase::HandshakeComplete {
             state.phase = Phase::PcmStreaming;
             let line = self.log.transition(State::PcmStreaming, "pcm streaming");
@@ -210,17 +324,17 @@ impl<E: Effects> Session<'_, E> {
     /// Sends `ack` with the totals when they advanced since the last one and either `force`
     /// is set or [`ACK_MIN_INTERVAL_MS`] has passed; otherwise the ack stays pending for a
     /// later request (at the latest the relay's keep-alive).
-    pub(crate) fn flush_ack(&mut self, force: bool) {
+    fn flush_ack(&mut self, force: bool) {
         let now = self.now_ms;
         let state = self.state();
-        let due = force || now.saturating_sub(state.last_ack_ms) >= ACK_MIN_INTERVAL_MS;
-        if state.frames > state.acked_frames && due {
+        let due = force || now.saturating_sub(state.ext.last_ack_ms) >= ACK_MIN_INTERVAL_MS;
+        if state.ext.frames > state.ext.acked_frames && due {
             let ack = ServerMessage::Ack {
-                frames: state.frames,
-                bytes: state.bytes,
+                frames: state.ext.frames,
+                bytes: state.ext.bytes,
             };
-            state.acked_frames = state.frames;
-            state.last_ack_ms = now;
+            state.ext.acked_frames = state.ext.frames;
+            state.ext.last_ack_ms = now;
             self.out.push(Event::Text(ack.to_json()));
         }
     }

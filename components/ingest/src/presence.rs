@@ -7,10 +7,10 @@ use earshot_protocol::ids::{meeting_channel, presence_key};
 use earshot_protocol::meeting::{MeetingEvent, Presence, PresenceEntry};
 use earshot_protocol::{MeetingId, Source};
 
-use crate::effects::Effects;
-use crate::log::{Level, LogContext};
+use crate::effects::IngestEffects;
 use crate::publish::publish;
 use crate::settings::Settings;
+use earshot_ws_session::log::{Level, LogContext};
 
 /// One change to a meeting's presence.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,7 +73,7 @@ pub(crate) struct Stream<'a> {
 /// Records that `stream` is live since `now_ms` and announces it on the meeting's channel.
 pub(crate) fn connected(
     settings: &Settings,
-    effects: &mut impl Effects,
+    effects: &mut impl IngestEffects,
     log: &LogContext,
     stream: Stream<'_>,
     now_ms: u64,
@@ -111,7 +111,7 @@ pub(crate) fn connected(
 /// Records that `stream` ended at `now_ms` and announces why.
 pub(crate) fn disconnected(
     settings: &Settings,
-    effects: &mut impl Effects,
+    effects: &mut impl IngestEffects,
     log: &LogContext,
     stream: Stream<'_>,
     now_ms: u64,
@@ -147,7 +147,12 @@ pub(crate) fn disconnected(
     );
 }
 
-fn record(effects: &mut impl Effects, log: &LogContext, meeting: &MeetingId, change: &Change<'_>) {
+fn record(
+    effects: &mut impl IngestEffects,
+    log: &LogContext,
+    meeting: &MeetingId,
+    change: &Change<'_>,
+) {
     if let Err(e) = effects.kv_update(&presence_key(meeting), &mut |current| {
         apply(current, change)
     }) {

@@ -5,15 +5,15 @@
 use earshot_component_common::grip::Delivery;
 use earshot_protocol::grip::Item;
 
-use crate::effects::Effects;
-use crate::log::{Level, LogContext};
+use crate::effects::IngestEffects;
 use crate::settings::Settings;
+use earshot_ws_session::log::{Level, LogContext};
 
 /// Publishes text `content` to `channel` by its [`Delivery`]: the HTTP publish is queued for
 /// after the reply; with neither transport configured it goes nowhere, with a warning.
 pub(crate) fn publish(
     settings: &Settings,
-    effects: &mut impl Effects,
+    effects: &mut impl IngestEffects,
     log: &LogContext,
     channel: &str,
     content: String,

@@ -26,7 +26,7 @@
 use earshot_protocol::ids::ingest_rate_limit_key;
 use earshot_protocol::{MeetingId, Source};
 
-use crate::effects::{EffectError, Effects};
+use crate::effects::{EffectError, IngestEffects};
 use crate::settings::{RateLimit, Settings};
 
 /// The sliding log on Redis. `KEYS[1]`: sorted set of connection id → admission time (ms);
@@ -62,7 +62,7 @@ pub(crate) enum Admission {
 /// the key-value store.
 pub(crate) fn admit(
     settings: &Settings,
-    effects: &mut impl Effects,
+    effects: &mut impl IngestEffects,
     meeting: &MeetingId,
     source: Source,
     connection_id: &str,

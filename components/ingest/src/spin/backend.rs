@@ -1,14 +1,16 @@
-//! [`Effects`] over Spin: the `default` key-value store through `wasi:keyvalue` (store and
-//! atomics: real compare-and-swap), outbound Redis (`fermyon:spin/redis`, one connection per
-//! request, opened on first use) and outbound HTTP for GRIP publishing.
+//! The ingest route's effects over Spin: the `default` key-value store through
+//! `wasi:keyvalue` (store and atomics: real compare-and-swap), outbound Redis
+//! (`fermyon:spin/redis`, one connection per request, opened on first use) and outbound HTTP
+//! for GRIP publishing.
 
 use earshot_component_common::kv::Kv;
 use earshot_component_common::redis::{binary, int, Redis};
 use serde_json::Value;
 use spin_sdk::redis::{RedisParameter, RedisResult};
 
-use crate::effects::{EffectError, Effects, Update};
-use crate::history::{self, Flat, History};
+use earshot_ws_session::effects::Effects;
+
+use crate::effects::{EffectError, IngestEffects, Update};
 use crate::ratelimit::SCRIPT;
 use crate::settings::{RateLimit, Settings};
 
@@ -23,7 +25,7 @@ impl<'a> SpinBackend<'a> {
     pub(crate) fn new(settings: &'a Settings) -> Self {
         SpinBackend {
             kv: Kv::new(),
-            redis: Redis::new(&settings.redis_url),
+            redis: Redis::new(&settings.conn.redis_url),
             http_publishes: Vec::new(),
         }
     }
@@ -39,6 +41,12 @@ impl Effects for SpinBackend<'_> {
         self.kv.get(key)
     }
 
+    fn log(&mut self, line: Value) {
+        println!("{line}");
+    }
+}
+
+impl IngestEffects for SpinBackend<'_> {
     fn kv_update(&mut self, key: &str, update: &mut Update<'_>) -> Result<(), EffectError> {
         self.kv.update(key, update)
     }
@@ -104,37 +112,6 @@ impl Effects for SpinBackend<'_> {
         }
     }
 
-    fn redis_history(
-        &mut self,
-        key: &str,
-        after: &str,
-        count: usize,
-    ) -> Result<History, EffectError> {
-        let args = [
-            binary(history::SCRIPT),
-            int(1),
-            binary(key),
-            binary(after),
-            int(count as u64),
-            binary(earshot_protocol::transcript::SEGMENT_FIELD),
-        ];
-        let reply = self
-            .redis
-            .connection()?
-            .execute("EVAL", &args)
-            .map_err(|e| EffectError(format!("redis EVAL (history): {e}")))?;
-        let flat = reply
-            .into_iter()
-            .map(|value| match value {
-                RedisResult::Nil => Flat::Nil,
-                RedisResult::Int64(i) => Flat::Int(i),
-                RedisResult::Binary(b) => Flat::Bytes(b),
-                RedisResult::Status(s) => Flat::Bytes(s.into_bytes()),
-            })
-            .collect();
-        history::parse_reply(flat).map_err(|e| EffectError(format!("redis EVAL (history): {e}")))
-    }
-
     fn redis_publish(&mut self, channel: &str, payload: &[u8]) -> Result<(), EffectError> {
         self.redis.publish(channel, payload)
     }
@@ -147,9 +124,5 @@ impl Effects for SpinBackend<'_> {
         let mut buf = vec![0u8; bytes];
         getrandom::fill(&mut buf).map_err(|e| EffectError(format!("random source: {e}")))?;
         Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
-    }
-
-    fn log(&mut self, line: Value) {
-        println!("{line}");
     }
 }

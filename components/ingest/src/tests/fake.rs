@@ -1,4 +1,4 @@
-//! [`Effects`] over memory, with switches to make each capability fail. Redis's sliding-log
+//! The ingest route's effects over memory, with switches to make each capability fail. Redis's sliding-log
 //! script is modelled with the key-value algorithm (`ratelimit::slide`) on its own clock: the
 //! real script runs against a real Redis in the integration tests.
 
@@ -6,26 +6,14 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use crate::effects::{EffectError, Effects, Update};
-use crate::history::History;
+use earshot_ws_session::effects::Effects;
+
+use crate::effects::{EffectError, IngestEffects, Update};
 use crate::ratelimit::{slide, Admission};
 use crate::settings::RateLimit;
 
 /// One appended stream entry: its fields in order.
 pub(super) type Entry = Vec<(String, Vec<u8>)>;
-
-/// A transcript stream as the history script sees it.
-#[derive(Default)]
-pub(super) struct TranscriptStream {
-    /// Offset and segment field, oldest first.
-    pub(super) entries: Vec<(String, Option<Vec<u8>>)>,
-    /// `max-deleted-entry-id` (moved by `XDEL` only).
-    pub(super) max_deleted: String,
-    /// Entries removed so far (`entries-added` − `length`).
-    pub(super) removed: u64,
-    /// Models Redis before 7.0: neither of the two above is reported.
-    pub(super) redis6: bool,
-}
 
 #[derive(Default)]
 pub(super) struct Fake {
@@ -43,9 +31,6 @@ pub(super) struct Fake {
     pub(super) xadd_budget: Option<usize>,
     pub(super) streams: BTreeMap<String, Vec<Entry>>,
     pub(super) xadd_maxlen: Option<u64>,
-    pub(super) transcripts: BTreeMap<String, TranscriptStream>,
-    /// History reads, with the count asked for.
-    pub(super) history_reads: Vec<(String, String, usize)>,
     pub(super) redis_published: Vec<(String, Value)>,
     pub(super) http_published: Vec<(String, Value)>,
     pub(super) logs: Vec<Value>,
@@ -64,6 +49,12 @@ impl Effects for Fake {
         Ok(self.kv.get(key).cloned())
     }
 
+    fn log(&mut self, line: Value) {
+        self.logs.push(line);
+    }
+}
+
+impl IngestEffects for Fake {
     fn kv_update(&mut self, key: &str, update: &mut Update<'_>) -> Result<(), EffectError> {
         if self.kv_down {
             return Err(down("kv"));
@@ -127,35 +118,6 @@ impl Effects for Fake {
         Ok(())
     }
 
-    fn redis_history(
-        &mut self,
-        key: &str,
-        after: &str,
-        count: usize,
-    ) -> Result<History, EffectError> {
-        if self.redis_down {
-            return Err(down("redis"));
-        }
-        self.history_reads
-            .push((key.to_owned(), after.to_owned(), count));
-        let Some(stream) = self.transcripts.get(key) else {
-            return Ok(History::default());
-        };
-        Ok(History {
-            entries: stream
-                .entries
-                .iter()
-                .rev()
-                .filter(|(id, _)| earshot_protocol::grip::id_after(id, after))
-                .take(count)
-                .cloned()
-                .collect(),
-            max_deleted: (!stream.redis6).then(|| stream.max_deleted.clone()),
-            removed: (!stream.redis6).then_some(stream.removed),
-            first: stream.entries.first().map(|(id, _)| id.clone()),
-        })
-    }
-
     fn redis_publish(&mut self, channel: &str, payload: &[u8]) -> Result<(), EffectError> {
         if self.redis_down {
             return Err(down("redis"));
@@ -178,45 +140,9 @@ impl Effects for Fake {
         self.next_random += 1;
         Ok(format!("{:02x}", self.next_random).repeat(bytes))
     }
-
-    fn log(&mut self, line: Value) {
-        self.logs.push(line);
-    }
 }
 
 impl Fake {
-    /// Appends a segment to a transcript stream (what the transcripts component does).
-    pub(super) fn append_segment(&mut self, key: &str, offset: &str, segment: &Value) {
-        let stream = self
-            .transcripts
-            .entry(key.to_owned())
-            .or_insert_with(|| TranscriptStream {
-                max_deleted: "0-0".to_owned(),
-                ..TranscriptStream::default()
-            });
-        stream
-            .entries
-            .push((offset.to_owned(), Some(segment.to_string().into_bytes())));
-    }
-
-    /// Trims a transcript stream to its newest `keep` entries (`XTRIM MAXLEN keep`).
-    pub(super) fn trim_segments(&mut self, key: &str, keep: usize) {
-        let stream = self.transcripts.get_mut(key).expect("stream exists");
-        let drop = stream.entries.len().saturating_sub(keep);
-        stream.entries.drain(..drop);
-        stream.removed += drop as u64;
-    }
-
-    /// Deletes one entry of a transcript stream (`XDEL`).
-    pub(super) fn delete_segment(&mut self, key: &str, offset: &str) {
-        let stream = self.transcripts.get_mut(key).expect("stream exists");
-        stream.entries.retain(|(id, _)| id != offset);
-        stream.removed += 1;
-        if earshot_protocol::grip::id_after(offset, &stream.max_deleted) {
-            stream.max_deleted = offset.to_owned();
-        }
-    }
-
     /// The meeting events published (by Redis) to `meeting:m1`, parsed.
     pub(super) fn meeting_events(&self) -> Vec<Value> {
         self.redis_published

@@ -1,164 +1,34 @@
-//! The state machine driven the way the relay drives it: each request carries the `Meta-*`
+//! The ingest route driven the way the relay drives it: each request carries the `Meta-*`
 //! headers the previous reply set, over fake effects and a controlled clock.
 
 mod analytics;
 mod fake;
-mod history;
-mod snapshot;
 
-use std::collections::BTreeMap;
-
-use earshot_auth::{IssueRequest, Issuer};
-use earshot_protocol::grip::Control;
 use earshot_protocol::ingest::ServerMessage;
 use earshot_protocol::limits::{AUDIO_STREAM_MAXLEN, MAX_FRAME_BYTES};
 use earshot_protocol::meeting::Presence;
-use earshot_protocol::{Event, Source, WsRoute};
-use jwt_simple::prelude::{Claims, Duration, HS256Key, MACLike, NoCustomClaims, UnixTimeStamp};
+use earshot_protocol::{Event, Source};
+use earshot_ws_session::meta::Meta;
+use earshot_ws_session::session::Reply;
+use earshot_ws_session::testing::{self, close, header, text, token, HANDSHAKE, T0};
 use serde_json::{json, Value};
 
-use crate::auth::{select_subprotocol, Credentials};
-use crate::meta::{self, Meta, Phase};
+use crate::ingest::{self, Ingest};
 use crate::presence::{self, Change};
 use crate::ratelimit::{slide, Admission};
-use crate::session::{self, Input, Reply};
 use crate::settings::{RateLimit, Settings};
-use crate::{gripsig, ingest};
+use crate::state::StreamState;
 use fake::Fake;
 
-const SECRET: &str = "0123456789abcdef0123456789abcdef";
-/// 2023-11-14, unix ms.
-const T0: u64 = 1_700_000_000_000;
-const HANDSHAKE: &str =
-    r#"{"type":"handshake","protocol":1,"encoding":"pcm_s16le","sample_rate":16000,"channels":1}"#;
+/// A connection to the ingest component, driven like the relay.
+type Conn = testing::Conn<Ingest<Fake>>;
 
 fn settings(vars: &[(&'static str, &str)]) -> Settings {
-    let vars: BTreeMap<&str, String> = vars.iter().map(|(k, v)| (*k, (*v).to_owned())).collect();
-    Settings::from_lookup(|name| {
-        Ok(match name {
-            "jwt_secret" => Some(vars.get(name).cloned().unwrap_or_else(|| SECRET.to_owned())),
-            _ => vars.get(name).cloned(),
-        })
-    })
-    .unwrap()
-}
-
-fn token(scope: &str, meetings: &[&str]) -> String {
-    token_with_jti(scope, meetings, "jti-1")
-}
-
-fn token_with_jti(scope: &str, meetings: &[&str], jti: &str) -> String {
-    let request = IssueRequest {
-        sub: "agent 1".into(),
-        scope: scope.into(),
-        meetings: meetings.iter().map(|m| (*m).to_owned()).collect(),
-        ttl_s: None,
-    };
-    Issuer::from_settings(SECRET, "")
-        .unwrap()
-        .issue(&request, T0 / 1000, 86_400, jti.into())
-        .unwrap()
-        .token
-}
-
-/// One WebSocket connection as the relay sees it.
-struct Conn {
-    path: String,
-    query: Option<String>,
-    credentials: Credentials,
-    connection_id: String,
-    /// What `Set-Meta-*` stored (name without prefix → value).
-    meta: BTreeMap<String, String>,
-    now_ms: u64,
-}
-
-impl Conn {
-    fn new(path: &str, query: Option<&str>, connection_id: &str) -> Conn {
-        Conn {
-            path: path.into(),
-            query: query.map(str::to_owned),
-            credentials: Credentials {
-                query: query.map(str::to_owned),
-                ..Credentials::default()
-            },
-            connection_id: connection_id.into(),
-            meta: BTreeMap::new(),
-            now_ms: T0,
-        }
-    }
-
-    fn ingest(connection_id: &str) -> Conn {
-        let query = format!("source=mic&token={}", token("ingest", &["m1"]));
-        Conn::new("/api/v1/ws/ingest/meetings/m1", Some(&query), connection_id)
-    }
-
-    fn subscriber(path: &str) -> Conn {
-        let mut conn = Conn::new(path, None, "sub-1");
-        conn.credentials.authorization = vec![format!("Bearer {}", token("subscribe", &["*"]))];
-        conn
-    }
-
-    fn send(&mut self, settings: &Settings, fake: &mut Fake, events: Vec<Event>) -> Reply {
-        let meta = self.meta.clone();
-        let input = Input {
-            route: WsRoute::parse(&self.path, self.query.as_deref()),
-            connection_id: self.connection_id.clone(),
-            credentials: self.credentials.clone(),
-            path: earshot_auth::redact_query(&format!(
-                "{}?{}",
-                self.path,
-                self.query.clone().unwrap_or_default()
-            )),
-            meta: Meta::from_headers(|name| {
-                meta.get(name.strip_prefix(meta::REQUEST_PREFIX)?)
-                    .map(String::as_str)
-            }),
-            events,
-            now_ms: self.now_ms,
-        };
-        let reply = session::handle(input, settings, fake);
-        for (name, value) in &reply.headers {
-            assert!(
-                value
-                    .bytes()
-                    .all(|b| (0x21..=0x7e).contains(&b) || b == b' '),
-                "{name}: {value:?}"
-            );
-            if let Some(field) = name.strip_prefix(meta::RESPONSE_PREFIX) {
-                self.meta.insert(field.to_owned(), value.clone());
-            }
-        }
-        reply
-    }
-
-    fn at(&mut self, ms_after_t0: u64) -> &mut Conn {
-        self.now_ms = T0 + ms_after_t0;
-        self
-    }
-
-    fn state(&self) -> &str {
-        &self.meta["state"]
-    }
-}
-
-fn header<'r>(reply: &'r Reply, name: &str) -> Option<&'r str> {
-    reply
-        .headers
-        .iter()
-        .find(|(n, _)| n == name)
-        .map(|(_, v)| v.as_str())
-}
-
-fn text(json: &str) -> Event {
-    Event::Text(json.into())
+    Settings::from_lookup(testing::lookup(vars)).unwrap()
 }
 
 fn server(message: ServerMessage) -> Event {
     Event::Text(message.to_json())
-}
-
-fn close(code: u16, reason: &str) -> Event {
-    Event::close(code, reason)
 }
 
 fn presence(fake: &Fake) -> Presence {
@@ -267,7 +137,7 @@ fn an_ingest_session_from_open_to_close_stream() {
     assert_eq!(event["reason"], "close_stream");
 
     assert_eq!(
-        fake.states(),
+        testing::states(&fake.logs),
         [
             "connecting",
             "connected",
@@ -285,6 +155,7 @@ fn an_ingest_session_from_open_to_close_stream() {
         .unwrap()
         .to_owned();
     for line in &fake.logs {
+        assert_eq!(line["component"], "ingest", "{line}");
         assert_eq!(line["meeting_id"], "m1", "{line}");
         assert_eq!(line["source"], "mic", "{line}");
         assert_eq!(line["connection_id"], "c1", "{line}");
@@ -416,46 +287,6 @@ fn unusable_token_settings_are_the_backends_fault() {
     assert_eq!(
         reply.events,
         vec![Event::Open, close(1011, "auth misconfigured")]
-    );
-}
-
-#[test]
-fn a_subprotocol_is_selected_whether_accepted_or_refused() {
-    assert_eq!(
-        select_subprotocol(Some("bearer.abc, earshot.v1")).as_deref(),
-        Some("earshot.v1")
-    );
-    assert_eq!(
-        select_subprotocol(Some("bearer.abc")).as_deref(),
-        Some("bearer.abc")
-    );
-    assert_eq!(select_subprotocol(Some("chat, superchat")), None);
-    assert_eq!(select_subprotocol(None), None);
-
-    let settings = redis();
-    let mut conn = Conn::new("/api/v1/ws/meetings/m1", None, "s1");
-    conn.credentials.protocols = Some(format!(
-        "earshot.v1, bearer.{}",
-        token("subscribe", &["m1"])
-    ));
-    let reply = conn.send(&settings, &mut Fake::default(), vec![Event::Open]);
-    assert_eq!(header(&reply, "sec-websocket-protocol"), Some("earshot.v1"));
-    assert_eq!(
-        reply.events.len(),
-        3,
-        "accepted: OPEN, the hold and the subscription"
-    );
-
-    let mut conn = Conn::new("/api/v1/ws/meetings/m1", None, "s2");
-    conn.credentials.protocols = Some("bearer.garbage".into());
-    let reply = conn.send(&settings, &mut Fake::default(), vec![Event::Open]);
-    assert_eq!(
-        header(&reply, "sec-websocket-protocol"),
-        Some("bearer.garbage")
-    );
-    assert_eq!(
-        reply.events,
-        vec![Event::Open, close(1008, "auth failed: malformed token")]
     );
 }
 
@@ -605,7 +436,7 @@ fn protocol_violations_close_with_their_codes() {
         assert_eq!(conn.state(), "closed");
         assert!(presence(&fake).is_empty(), "{expected:?} clears presence");
         assert_eq!(
-            fake.states().last().map(String::as_str),
+            testing::states(&fake.logs).last().map(String::as_str),
             Some("cleanup_complete")
         );
     }
@@ -755,82 +586,6 @@ fn client_close_is_echoed_and_disconnect_is_silent() {
 }
 
 #[test]
-fn subscribers_are_subscribed_to_their_channel() {
-    let settings = redis();
-    // The meeting route holds its channel until the snapshot went out; the transcript
-    // route without `since` is live only.
-    for (path, channel, held) in [
-        ("/api/v1/ws/meetings/m1", "meeting:m1", true),
-        ("/api/v1/ws/transcript/m1", "transcript:m1", false),
-    ] {
-        let mut fake = Fake::default();
-        let mut conn = Conn::subscriber(path);
-        let reply = conn.send(&settings, &mut fake, vec![Event::Open]);
-        let hold = Control::Hold {
-            channel: channel.into(),
-        }
-        .to_text();
-        let subscribe = Control::Subscribe {
-            channel: channel.into(),
-        }
-        .to_text();
-        let expected = if held {
-            vec![Event::Open, Event::Text(hold), Event::Text(subscribe)]
-        } else {
-            vec![Event::Open, Event::Text(subscribe)]
-        };
-        assert_eq!(reply.events, expected);
-        assert_eq!(
-            header(&reply, "sec-websocket-extensions"),
-            Some(r#"grip; message-prefix="""#)
-        );
-        assert_eq!(header(&reply, "keep-alive-interval"), None);
-        assert_eq!(fake.states(), ["connecting", "connected"]);
-        assert!(fake.kv.is_empty(), "subscribers have no presence");
-        if held {
-            let followup = conn.at(5).send(&settings, &mut fake, vec![]);
-            assert_eq!(followup.events.len(), 2, "the snapshot and the release");
-            assert!(fake.kv.is_empty(), "the snapshot only reads");
-        }
-
-        let keepalive =
-            conn.at(10)
-                .send(&settings, &mut fake, vec![text(r#"{"type":"keepalive"}"#)]);
-        assert!(keepalive.events.is_empty());
-        let chat = conn.at(20).send(&settings, &mut fake, vec![text("hello")]);
-        assert_eq!(
-            chat.events,
-            vec![close(1003, "subscribers send no messages")]
-        );
-    }
-    let mut fake = Fake::default();
-    let mut conn = Conn::subscriber("/api/v1/ws/meetings/m1");
-    conn.send(&settings, &mut fake, vec![Event::Open]);
-    conn.at(5).send(&settings, &mut fake, vec![]);
-    let reply = conn
-        .at(10)
-        .send(&settings, &mut fake, vec![Event::Binary(vec![1])]);
-    assert_eq!(
-        reply.events,
-        vec![close(1003, "binary not accepted on subscriber routes")]
-    );
-}
-
-#[test]
-fn subscribers_need_the_subscribe_scope() {
-    let mut conn = Conn::new("/api/v1/ws/transcript/m1", None, "s1");
-    conn.credentials.authorization = vec![format!("Bearer {}", token("ingest", &["m1"]))];
-    let reply = conn.send(&redis(), &mut Fake::default(), vec![Event::Open]);
-    assert_eq!(
-        reply.events,
-        vec![
-            Event::Open,
-            close(1008, "auth failed: scope not granted: subscribe")
-        ]
-    );
-}
-
-#[test]
 fn invalid_ids_are_refused_with_1002_before_auth() {
     for (path, query, reason) in [
         (
@@ -847,11 +602,6 @@ fn invalid_ids_are_refused_with_1002_before_auth() {
             "/api/v1/ws/ingest/meetings/m1",
             Some("source=spk"),
             "bad request: invalid source",
-        ),
-        (
-            "/api/v1/ws/meetings/..",
-            None,
-            "bad request: invalid meeting id",
         ),
     ] {
         let reply =
@@ -885,34 +635,6 @@ fn requests_without_usable_state_close_1011() {
     conn.meta.insert("frames".into(), "many".into());
     let reply = conn.at(20).send(&settings, &mut fake, vec![]);
     assert_eq!(reply.events, vec![close(1011, "connection state lost")]);
-}
-
-#[test]
-fn meta_round_trips_through_visible_ascii() {
-    let mut meta = Meta::opened("m1", Some(Source::Sys), "agent é%1\n", T0);
-    meta.phase = Phase::PcmStreaming;
-    meta.session_id = Some("abcd".into());
-    meta.frames = 3;
-    let headers = meta.to_headers();
-    assert!(
-        headers
-            .iter()
-            .all(|(_, v)| v.bytes().all(|b| (0x21..=0x7e).contains(&b))),
-        "{headers:?}"
-    );
-    let lookup: BTreeMap<String, String> = headers
-        .into_iter()
-        .map(|(n, v)| {
-            (
-                n.replacen(meta::RESPONSE_PREFIX, meta::REQUEST_PREFIX, 1),
-                v,
-            )
-        })
-        .collect();
-    let back = Meta::from_headers(|name| lookup.get(name).map(String::as_str)).unwrap();
-    assert_eq!(back, Some(meta));
-    assert_eq!(meta::decode("%zz"), None);
-    assert_eq!(Meta::from_headers(|_| None), Ok(None));
 }
 
 #[test]
@@ -1015,46 +737,6 @@ fn presence_failures_never_fail_the_stream() {
         .any(|l| l["level"] == "error" && l["msg"] == "presence update failed"));
 }
 
-fn grip_sig(key: &str, valid_for: Option<u64>, now_s: u64) -> String {
-    let mut claims = Claims::create(Duration::from_secs(1)).with_issuer("pushpin");
-    claims.issued_at = Some(UnixTimeStamp::from_secs(now_s));
-    claims.expires_at = valid_for.map(|s| UnixTimeStamp::from_secs(now_s + s));
-    claims.invalid_before = None;
-    HS256Key::from_bytes(key.as_bytes())
-        .authenticate::<NoCustomClaims>(claims)
-        .unwrap()
-}
-
-#[test]
-fn grip_sig_must_be_a_current_hs256_jwt_with_the_key() {
-    let now = T0 / 1000;
-    let key = "relay-key-relay-key-relay-key-32";
-    let good = grip_sig(key, Some(3_600), now);
-    assert_eq!(gripsig::verify(key, &[good.as_str()], now), Ok(()));
-    assert_eq!(
-        gripsig::verify(key, &[], now),
-        Err(gripsig::GripSigError::Missing)
-    );
-    assert_eq!(
-        gripsig::verify(key, &[good.as_str(), good.as_str()], now),
-        Err(gripsig::GripSigError::Ambiguous)
-    );
-    assert_eq!(
-        gripsig::verify("other-key-other-key-other-key-32b", &[good.as_str()], now),
-        Err(gripsig::GripSigError::Invalid)
-    );
-    let old = grip_sig(key, Some(10), now - 100);
-    assert_eq!(
-        gripsig::verify(key, &[old.as_str()], now),
-        Err(gripsig::GripSigError::Expired)
-    );
-    let forever = grip_sig(key, None, now);
-    assert_eq!(
-        gripsig::verify(key, &[forever.as_str()], now),
-        Err(gripsig::GripSigError::NoExpiry)
-    );
-}
-
 #[test]
 fn settings_default_and_validate() {
     let s = Settings::from_lookup(|_| Ok(None)).unwrap();
@@ -1066,7 +748,7 @@ fn settings_default_and_validate() {
             window_ms: 10_000
         }
     );
-    assert_eq!(s.token.audience, "earshot");
+    assert_eq!(s.conn.token.audience, "earshot");
     assert!(!s.has_redis());
     let bad =
         Settings::from_lookup(|name| Ok((name == "rate_limit_count").then(|| "0".to_owned())));
@@ -1079,14 +761,14 @@ fn settings_default_and_validate() {
 }
 
 #[test]
-fn spin_toml_gives_the_component_every_variable() {
+fn spin_toml_gives_the_component_exactly_its_variables() {
     let manifest = include_str!("../../../../spin.toml");
     let table = manifest
         .split("[component.ingest.variables]")
         .nth(1)
         .expect("spin.toml has [component.ingest.variables]");
     let table = table.split("\n[").next().unwrap();
-    for name in [
+    let names = [
         "jwt_secret",
         "jwt_algorithm",
         "jwt_public_key",
@@ -1098,7 +780,8 @@ fn spin_toml_gives_the_component_every_variable() {
         "idle_timeout_ms",
         "rate_limit_count",
         "rate_limit_window_ms",
-    ] {
+    ];
+    for name in names {
         assert!(
             table.contains(&format!("{name} = \"{{{{ {name} }}}}\"")),
             "{name} missing from [component.ingest.variables]"
@@ -1108,4 +791,68 @@ fn spin_toml_gives_the_component_every_variable() {
             "{name} missing from [variables]"
         );
     }
+    let granted = table.lines().filter(|l| l.contains(" = ")).count();
+    assert_eq!(granted, names.len(), "only what it reads:\n{table}");
+}
+
+#[test]
+fn the_stream_state_round_trips_with_the_detector() {
+    let settings = redis();
+    let mut fake = Fake::default();
+    let mut conn = streaming(&mut fake, &settings);
+    conn.at(20)
+        .send(&settings, &mut fake, vec![Event::Binary(vec![7; 640])]);
+    for field in [
+        "session",
+        "frames",
+        "bytes",
+        "vad-format",
+        "vad",
+        "audio-start-ms",
+    ] {
+        assert!(conn.meta.contains_key(field), "{field}: {:?}", conn.meta);
+    }
+    assert!(
+        !conn.meta.contains_key("followup"),
+        "subscriber fields are the subscribe component's"
+    );
+    let lookup = conn.meta.clone();
+    let meta: Meta<StreamState> =
+        Meta::from_headers(|name| lookup.get(name.strip_prefix("meta-")?).map(String::as_str))
+            .unwrap()
+            .unwrap();
+    assert_eq!((meta.ext.frames, meta.ext.bytes), (1, 640));
+    assert_eq!(meta.source, Some(Source::Mic));
+    assert_eq!(
+        meta.to_headers().len(),
+        conn.meta.len(),
+        "nothing lost or added"
+    );
+
+    conn.meta.remove("vad");
+    let reply = conn.at(30).send(&settings, &mut fake, vec![]);
+    assert_eq!(
+        reply.events,
+        vec![close(1011, "connection state lost")],
+        "a detector format without its state is lost state"
+    );
+}
+
+#[test]
+fn only_the_ingest_route_is_this_components() {
+    use earshot_protocol::WsRoute;
+    use earshot_ws_session::session::Component;
+    let route = |path: &str, query: Option<&str>| WsRoute::parse(path, query).unwrap();
+    assert!(Ingest::<Fake>::serves(&route(
+        "/api/v1/ws/ingest/meetings/m1",
+        Some("source=sys")
+    )));
+    assert!(!Ingest::<Fake>::serves(&route(
+        "/api/v1/ws/meetings/m1",
+        None
+    )));
+    assert!(!Ingest::<Fake>::serves(&route(
+        "/api/v1/ws/transcript/m1",
+        None
+    )));
 }

@@ -14,18 +14,18 @@ use crate::settings::TokenSettings;
 
 /// Where the client may have put its token: the replayed handshake.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct Credentials {
+pub struct Credentials {
     /// The request's query string (`?token=`).
-    pub(crate) query: Option<String>,
+    pub query: Option<String>,
     /// Every `Authorization` header value.
-    pub(crate) authorization: Vec<String>,
+    pub authorization: Vec<String>,
     /// Every `Sec-WebSocket-Protocol` header value, joined with `, `.
-    pub(crate) protocols: Option<String>,
+    pub protocols: Option<String>,
 }
 
 /// Why an OPEN was not authenticated.
 #[derive(Debug)]
-pub(crate) enum AuthFailure {
+pub enum AuthFailure {
     /// The client's fault: close 1008 `auth failed: <reason>`.
     Denied(AuthError),
     /// The token variables are unusable: the backend's fault (1011).
@@ -35,7 +35,7 @@ pub(crate) enum AuthFailure {
 }
 
 /// Authenticates the OPEN of a connection to `meeting` that needs `scope`, at `now_unix`.
-pub(crate) fn authenticate(
+pub fn authenticate(
     credentials: &Credentials,
     settings: &TokenSettings,
     scope: Scope,
@@ -83,7 +83,7 @@ pub(crate) fn authenticate(
 /// protocol when offered; else the `bearer.<token>` entry, because a browser that used it only
 /// to carry the token fails the upgrade unless one offered protocol is selected (so the
 /// client would never see the close code); else none.
-pub(crate) fn select_subprotocol(offered: Option<&str>) -> Option<String> {
+pub fn select_subprotocol(offered: Option<&str>) -> Option<String> {
     let entries: Vec<&str> = offered?
         .split(',')
         .map(str::trim)

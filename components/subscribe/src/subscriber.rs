@@ -34,17 +34,79 @@ use earshot_protocol::meeting::{
 use earshot_protocol::transcript::transcript_stream_key;
 use earshot_protocol::{CloseCode, Event, MeetingId, WsRoute};
 
-use crate::effects::{EffectError, Effects};
-use crate::history::{self, MAX_REPLAY_SEGMENTS};
-use crate::log::{Level, State};
-use crate::meta::Followup;
-use crate::session::Session;
-use crate::talk;
+use std::marker::PhantomData;
+use std::ops::{Deref, DerefMut};
 
-impl<E: Effects> Session<'_, E> {
+use earshot_ws_session::effects::EffectError;
+use earshot_ws_session::log::{Level, State};
+use earshot_ws_session::session::{Component, Scope, Session};
+use earshot_ws_session::settings::{ConnSettings, TokenSettings};
+use earshot_ws_session::talk;
+
+use crate::effects::SubscribeEffects;
+use crate::history::{self, MAX_REPLAY_SEGMENTS};
+use crate::state::{Followup, SubscriberState};
+
+/// The subscriber routes as a socket component, over host capabilities `E`.
+pub(crate) struct Subscribe<E>(PhantomData<E>);
+
+impl<E: SubscribeEffects> Component for Subscribe<E> {
+    const NAME: &'static str = "subscribe";
+    const SCOPE: Scope = Scope::Subscribe;
+    type Settings = ConnSettings;
+    type Effects = E;
+    type State = SubscriberState;
+
+    fn token_settings(settings: &ConnSettings) -> &TokenSettings {
+        &settings.token
+    }
+
+    fn serves(route: &WsRoute) -> bool {
+        matches!(route, WsRoute::Meeting { .. } | WsRoute::Transcript { .. })
+    }
+
+    fn open(s: &mut Session<'_, Self>, sub: &str) {
+        Subscriber(s).open(sub);
+    }
+
+    /// What a subscriber is owed goes out before its events are looked at, unless the
+    /// client is already gone.
+    fn resumed(s: &mut Session<'_, Self>, ending: bool) {
+        if !ending {
+            Subscriber(s).followup();
+        }
+    }
+
+    fn text(s: &mut Session<'_, Self>, text: &str) {
+        Subscriber(s).text(text);
+    }
+
+    fn binary(s: &mut Session<'_, Self>, _data: &[u8]) {
+        Subscriber(s).binary();
+    }
+}
+
+/// One request of a subscriber connection: the shared session, seen from this route.
+struct Subscriber<'s, 'a, E: SubscribeEffects>(&'s mut Session<'a, Subscribe<E>>);
+
+impl<'a, E: SubscribeEffects> Deref for Subscriber<'_, 'a, E> {
+    type Target = Session<'a, Subscribe<E>>;
+
+    fn deref(&self) -> &Self::Target {
+        self.0
+    }
+}
+
+impl<E: SubscribeEffects> DerefMut for Subscriber<'_, '_, E> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        self.0
+    }
+}
+
+impl<E: SubscribeEffects> Subscriber<'_, '_, E> {
     /// An authenticated OPEN: accept and subscribe to the route's channel, holding it when
     /// something is owed first.
-    pub(crate) fn open_subscriber(&mut self, sub: &str) {
+    fn open(&mut self, sub: &str) {
         let (channel, followup) = match self.route {
             WsRoute::Meeting { meeting } => (meeting_channel(meeting), Some(Followup::Snapshot)),
             WsRoute::Transcript { meeting, since } => {
@@ -66,7 +128,7 @@ impl<E: Effects> Session<'_, E> {
                 };
                 (transcript_channel(meeting), followup)
             }
-            WsRoute::Ingest { .. } => unreachable!("subscriber handlers run on subscriber routes"),
+            WsRoute::Ingest { .. } => unreachable!("the shell routes only subscriber routes here"),
         };
         self.accept(sub);
         if followup.is_some() {
@@ -83,7 +145,7 @@ impl<E: Effects> Session<'_, E> {
             }
             .to_text(),
         ));
-        self.state().followup = followup;
+        self.state().ext.followup = followup;
         let line = self
             .log
             .transition(State::Connected, "connected")
@@ -93,8 +155,8 @@ impl<E: Effects> Session<'_, E> {
 
     /// Sends what the connection is owed (snapshot or history) and releases the hold, on the
     /// first request after the OPEN.
-    pub(crate) fn subscriber_followup(&mut self) {
-        let Some(followup) = self.state().followup.take() else {
+    fn followup(&mut self) {
+        let Some(followup) = self.state().ext.followup.take() else {
             return;
         };
         match (followup, self.route) {
@@ -220,14 +282,14 @@ impl<E: Effects> Session<'_, E> {
     }
 
     /// A text message: `{"type":"keepalive"}` is fine, anything else closes 1003.
-    pub(crate) fn subscriber_text(&mut self, text: &str) {
+    fn text(&mut self, text: &str) {
         if ClientMessage::parse(text) != Ok(ClientMessage::Keepalive) {
             self.close(CloseCode::Unsupported, REASON_SUBSCRIBER_TEXT);
         }
     }
 
     /// A binary message: closes 1003.
-    pub(crate) fn subscriber_binary(&mut self) {
+    fn binary(&mut self) {
         self.close(CloseCode::Unsupported, REASON_SUBSCRIBER_BINARY);
     }
 }

@@ -1,85 +1,133 @@
 //! The connection state machine: one WebSocket-over-HTTP request in (its events, the
 //! connection's `Meta-*` state, the time), one reply out (events for the client, the new
-//! state). Pure: every side effect goes through [`Effects`], so the whole protocol runs in
-//! unit tests. Route-specific handling lives in `ingest.rs` and `subscriber.rs`.
+//! state). Pure: every side effect goes through the component's effects, so the whole
+//! protocol runs in unit tests. What the route does with an accepted connection (the ingest
+//! protocol, a subscription) is the component's, behind [`Component`].
 
-use earshot_auth::Scope;
+pub use earshot_auth::Scope;
 use earshot_protocol::close::{fit_reason, AUTH_FAILED_PREFIX, BAD_REQUEST_PREFIX};
 use earshot_protocol::grip::GRIP_EXTENSION;
 use earshot_protocol::ids::IdError;
 use earshot_protocol::{CloseCode, Event, Source, WsRoute};
 
+use serde_json::Value;
+
 use crate::auth::{authenticate, select_subprotocol, AuthFailure, Credentials};
 use crate::effects::Effects;
-use crate::log::{Level, LogContext, State};
-use crate::meta::{Meta, MetaError, Phase};
-use crate::settings::Settings;
+use crate::log::{Level, Line, LogContext, State};
+use crate::meta::{Meta, MetaError, Phase, StateFields};
+use crate::settings::TokenSettings;
 
 /// Response headers besides `Set-Meta-*`.
-pub(crate) mod header {
+pub mod header {
     /// Turns GRIP on for the connection (answer to OPEN).
-    pub(crate) const SEC_WEBSOCKET_EXTENSIONS: &str = "sec-websocket-extensions";
+    pub const SEC_WEBSOCKET_EXTENSIONS: &str = "sec-websocket-extensions";
     /// The selected subprotocol (answer to OPEN).
-    pub(crate) const SEC_WEBSOCKET_PROTOCOL: &str = "sec-websocket-protocol";
+    pub const SEC_WEBSOCKET_PROTOCOL: &str = "sec-websocket-protocol";
     /// Asks the relay for an empty request after this many seconds without one.
-    pub(crate) const KEEP_ALIVE_INTERVAL: &str = "keep-alive-interval";
+    pub const KEEP_ALIVE_INTERVAL: &str = "keep-alive-interval";
 }
 
-/// Close reasons that are this component's own business (the ones clients act on are in
+/// Close reasons of the shared connection code (the ones clients act on are in
 /// `earshot_protocol::close`).
-pub(crate) mod reason {
+pub mod reason {
     /// 1011: the token variables are unusable.
-    pub(crate) const AUTH_MISCONFIGURED: &str = "auth misconfigured";
+    pub const AUTH_MISCONFIGURED: &str = "auth misconfigured";
     /// 1011: the revocation list could not be read.
-    pub(crate) const TOKEN_STORE_UNAVAILABLE: &str = "token store unavailable";
+    pub const TOKEN_STORE_UNAVAILABLE: &str = "token store unavailable";
     /// 1011: a request of an accepted connection lacks its state (relay fault).
-    pub(crate) const STATE_LOST: &str = "connection state lost";
+    pub const STATE_LOST: &str = "connection state lost";
     /// 1011: the state names another meeting or source than the path (relay fault).
-    pub(crate) const STATE_MISMATCH: &str = "connection state mismatch";
+    pub const STATE_MISMATCH: &str = "connection state mismatch";
     /// 1011: an OPEN on a connection already open (relay fault).
-    pub(crate) const UNEXPECTED_OPEN: &str = "unexpected OPEN";
-    /// 1011: no randomness for a session id.
-    pub(crate) const SESSION_ID_UNAVAILABLE: &str = "session id unavailable";
+    pub const UNEXPECTED_OPEN: &str = "unexpected OPEN";
     /// Presence reason and echo-close reason when the client closed.
-    pub(crate) const CLIENT_CLOSED: &str = "client closed";
+    pub const CLIENT_CLOSED: &str = "client closed";
     /// Presence reason when the connection dropped without a close.
-    pub(crate) const DISCONNECTED: &str = "disconnected";
-    /// Presence reason after `close_stream`.
-    pub(crate) const CLOSE_STREAM: &str = "close_stream";
+    pub const DISCONNECTED: &str = "disconnected";
+}
+
+/// A socket component: what it adds to the shared life of a connection. The hooks take the
+/// whole [`Session`], so a component's handlers see the same request the shared code does.
+pub trait Component: Sized {
+    /// The `component` of every log line (the manifest's component id).
+    const NAME: &'static str;
+    /// The scope a token needs on this component's routes.
+    const SCOPE: Scope;
+    /// The component's variables.
+    type Settings;
+    /// The component's host capabilities.
+    type Effects: Effects;
+    /// The component's own `Meta-*` fields.
+    type State: StateFields;
+
+    /// The token variables among the settings.
+    fn token_settings(settings: &Self::Settings) -> &TokenSettings;
+
+    /// Whether `route` is this component's (the shell answers 404 to any other).
+    fn serves(route: &WsRoute) -> bool;
+
+    /// An authenticated OPEN: accept ([`Session::accept`]) or refuse ([`Session::refuse`]).
+    fn open(s: &mut Session<'_, Self>, sub: &str);
+
+    /// A request of a live connection, before its events (`ending`: they close it).
+    fn resumed(s: &mut Session<'_, Self>, ending: bool);
+
+    /// A text message from the client.
+    fn text(s: &mut Session<'_, Self>, text: &str);
+
+    /// A binary message from the client.
+    fn binary(s: &mut Session<'_, Self>, data: &[u8]);
+
+    /// The connection is about to close (either side): the last word before the close.
+    fn closing(_s: &mut Session<'_, Self>) {}
+
+    /// The connection is over because of `why`: release what it held. Returns extra fields
+    /// for the `cleanup_complete` line.
+    fn cleanup(_s: &mut Session<'_, Self>, _why: &str) -> Vec<(&'static str, Value)> {
+        Vec::new()
+    }
+
+    /// The reply of a connection still live is about to go out.
+    fn finish(_s: &mut Session<'_, Self>) {}
 }
 
 /// One request, as the Spin shell parsed it.
 #[derive(Debug)]
-pub(crate) struct Input {
+pub struct Input<S> {
     /// The route; never `IdError::UnknownRoute` (that is an HTTP 404 before any event).
-    pub(crate) route: Result<WsRoute, IdError>,
+    pub route: Result<WsRoute, IdError>,
     /// The relay's `Connection-Id`.
-    pub(crate) connection_id: String,
+    pub connection_id: String,
     /// The replayed handshake's token carriers.
-    pub(crate) credentials: Credentials,
+    pub credentials: Credentials,
     /// Path and query with any token redacted, for the log.
-    pub(crate) path: String,
+    pub path: String,
     /// The connection's state from `Meta-*` headers.
-    pub(crate) meta: Result<Option<Meta>, MetaError>,
+    pub meta: Result<Option<Meta<S>>, MetaError>,
     /// The events, in order.
-    pub(crate) events: Vec<Event>,
+    pub events: Vec<Event>,
     /// Unix milliseconds.
-    pub(crate) now_ms: u64,
+    pub now_ms: u64,
 }
 
 /// The reply: status 200, `application/websocket-events`.
 #[derive(Debug)]
-pub(crate) struct Reply {
+pub struct Reply {
     /// Events for the client.
-    pub(crate) events: Vec<Event>,
+    pub events: Vec<Event>,
     /// Response headers, `Set-Meta-*` included.
-    pub(crate) headers: Vec<(String, String)>,
+    pub headers: Vec<(String, String)>,
     /// The connection's log context, for anything the shell logs afterwards.
-    pub(crate) log: LogContext,
+    pub log: LogContext,
 }
 
-/// Handles one request.
-pub(crate) fn handle(input: Input, settings: &Settings, effects: &mut impl Effects) -> Reply {
+/// Handles one request of component `C`.
+pub fn handle<C: Component>(
+    input: Input<C::State>,
+    settings: &C::Settings,
+    effects: &mut C::Effects,
+) -> Reply {
     let Input {
         route,
         connection_id,
@@ -90,6 +138,7 @@ pub(crate) fn handle(input: Input, settings: &Settings, effects: &mut impl Effec
         now_ms,
     } = input;
     let log = LogContext {
+        component: C::NAME,
         meeting_id: route.as_ref().ok().map(|r| r.meeting().to_string()),
         source: route.as_ref().ok().and_then(route_source),
         connection_id: connection_id.clone(),
@@ -99,7 +148,7 @@ pub(crate) fn handle(input: Input, settings: &Settings, effects: &mut impl Effec
         Ok(route) => route,
         Err(e) => return bad_route(&e, &credentials, &path, &events, log, effects),
     };
-    let mut session = Session {
+    let mut session = Session::<C> {
         settings,
         effects,
         route: &route,
@@ -123,14 +172,12 @@ pub(crate) fn handle(input: Input, settings: &Settings, effects: &mut impl Effec
         },
         Ok(Some(meta)) => {
             session.resume(meta);
-            // What a subscriber is owed goes out before its events are looked at, unless
-            // the client is already gone.
-            let ending = events
-                .as_slice()
-                .iter()
-                .any(|e| matches!(e, Event::Close { .. } | Event::Disconnect));
-            if session.live() && !session.is_ingest() && !ending {
-                session.subscriber_followup();
+            if session.live() {
+                let ending = events
+                    .as_slice()
+                    .iter()
+                    .any(|e| matches!(e, Event::Close { .. } | Event::Disconnect));
+                C::resumed(&mut session, ending);
             }
         }
     }
@@ -187,7 +234,8 @@ fn bad_route(
     }
 }
 
-fn route_source(route: &WsRoute) -> Option<Source> {
+/// The ingest source a route names; `None` on subscriber routes.
+pub fn route_source(route: &WsRoute) -> Option<Source> {
     match route {
         WsRoute::Ingest { source, .. } => Some(*source),
         WsRoute::Meeting { .. } | WsRoute::Transcript { .. } => None,
@@ -195,44 +243,46 @@ fn route_source(route: &WsRoute) -> Option<Source> {
 }
 
 /// One request being handled.
-pub(crate) struct Session<'a, E: Effects> {
-    pub(crate) settings: &'a Settings,
-    pub(crate) effects: &'a mut E,
-    pub(crate) route: &'a WsRoute,
-    pub(crate) connection_id: &'a str,
-    pub(crate) now_ms: u64,
-    pub(crate) log: LogContext,
+pub struct Session<'a, C: Component> {
+    /// The component's variables.
+    pub settings: &'a C::Settings,
+    /// The component's host capabilities.
+    pub effects: &'a mut C::Effects,
+    /// The connection's route.
+    pub route: &'a WsRoute,
+    /// The relay's `Connection-Id`.
+    pub connection_id: &'a str,
+    /// The request's time, unix milliseconds.
+    pub now_ms: u64,
+    /// What every log line of the connection carries.
+    pub log: LogContext,
     /// The connection's state; `None` until accepted or refused.
-    pub(crate) meta: Option<Meta>,
+    pub meta: Option<Meta<C::State>>,
     /// Events for the client, in order.
-    pub(crate) out: Vec<Event>,
+    pub out: Vec<Event>,
     /// Response headers besides `Set-Meta-*`.
-    pub(crate) headers: Vec<(String, String)>,
+    pub headers: Vec<(String, String)>,
 }
 
-impl<E: Effects> Session<'_, E> {
+impl<C: Component> Session<'_, C> {
     /// Whether the connection is accepted and not yet closed.
-    pub(crate) fn live(&self) -> bool {
+    pub fn live(&self) -> bool {
         self.meta.as_ref().is_some_and(|m| m.phase != Phase::Closed)
     }
 
     /// The accepted connection's state. Handlers run only on live connections.
-    pub(crate) fn state(&mut self) -> &mut Meta {
+    pub fn state(&mut self) -> &mut Meta<C::State> {
         self.meta
             .as_mut()
             .expect("handlers run only on accepted connections")
     }
 
-    pub(crate) fn is_ingest(&self) -> bool {
-        matches!(self.route, WsRoute::Ingest { .. })
-    }
-
     /// Writes one log line.
-    pub(crate) fn emit(&mut self, line: crate::log::Line) {
+    pub fn emit(&mut self, line: Line) {
         self.effects.log(line.into_value());
     }
 
-    /// An OPEN: authenticate, then accept through the route's handler, or refuse.
+    /// An OPEN: authenticate, then accept through the component, or refuse.
     fn open(&mut self, credentials: &Credentials, path: &str) {
         let line = self
             .log
@@ -246,16 +296,11 @@ impl<E: Effects> Session<'_, E> {
         // Accepted or refused, the reply starts with OPEN: a refusal is a close the client
         // can read, not a failed handshake.
         self.out.push(Event::Open);
-        let scope = if self.is_ingest() {
-            Scope::Ingest
-        } else {
-            Scope::Subscribe
-        };
         let now_unix = self.now_ms / 1000;
         let token = match authenticate(
             credentials,
-            &self.settings.token,
-            scope,
+            C::token_settings(self.settings),
+            C::SCOPE,
             self.route.meeting(),
             now_unix,
             self.effects,
@@ -284,17 +329,12 @@ impl<E: Effects> Session<'_, E> {
             }
         };
         self.log.sub = Some(token.sub.clone());
-        match self.route {
-            WsRoute::Ingest { meeting, source } => self.open_ingest(meeting, *source, &token.sub),
-            WsRoute::Meeting { .. } | WsRoute::Transcript { .. } => {
-                self.open_subscriber(&token.sub)
-            }
-        }
+        C::open(self, &token.sub);
     }
 
     /// Refuses an OPEN (the reply already holds the OPEN): close, and remember the connection
     /// as closed so anything the relay still forwards is ignored.
-    pub(crate) fn refuse(&mut self, code: CloseCode, reason: &str, detail: Option<String>) {
+    pub fn refuse(&mut self, code: CloseCode, reason: &str, detail: Option<String>) {
         let level = if code == CloseCode::InternalError {
             Level::Error
         } else {
@@ -322,7 +362,7 @@ impl<E: Effects> Session<'_, E> {
     }
 
     /// Accepts the OPEN: state `connected`, GRIP on.
-    pub(crate) fn accept(&mut self, sub: &str) {
+    pub fn accept(&mut self, sub: &str) {
         self.meta = Some(Meta::opened(
             self.route.meeting().as_str(),
             route_source(self.route),
@@ -335,8 +375,8 @@ impl<E: Effects> Session<'_, E> {
         ));
     }
 
-    /// A request of an existing connection: check its state, then its timeouts.
-    fn resume(&mut self, meta: Meta) {
+    /// A request of an existing connection: check its state.
+    fn resume(&mut self, meta: Meta<C::State>) {
         if !meta.sub.is_empty() {
             self.log.sub = Some(meta.sub.clone());
         }
@@ -348,11 +388,7 @@ impl<E: Effects> Session<'_, E> {
             );
             return self.stateless_failure(reason::STATE_MISMATCH, &detail);
         }
-        let live = meta.phase != Phase::Closed;
         self.meta = Some(meta);
-        if live && self.is_ingest() {
-            self.ingest_timeouts();
-        }
     }
 
     /// A request this component cannot place (no or unreadable state): close 1011. The relay
@@ -375,25 +411,19 @@ impl<E: Effects> Session<'_, E> {
             Event::Ping(_) | Event::Pong(_) => {}
             Event::Close { code, .. } => self.client_closed(code),
             Event::Disconnect => self.cleanup(reason::DISCONNECTED),
-            Event::Text(text) if self.is_ingest() => self.ingest_text(&text),
-            Event::Text(text) => self.subscriber_text(&text),
-            Event::Binary(data) if self.is_ingest() => self.ingest_binary(&data),
-            Event::Binary(_) => self.subscriber_binary(),
+            Event::Text(text) => C::text(self, &text),
+            Event::Binary(data) => C::binary(self, &data),
         }
     }
 
-    /// Closes the connection with `code` and `reason`, which is also why presence ends.
-    pub(crate) fn close(&mut self, code: CloseCode, reason: &str) {
+    /// Closes the connection with `code` and `reason`, which is also why it ended.
+    pub fn close(&mut self, code: CloseCode, reason: &str) {
         self.close_because(code, reason, reason);
     }
 
-    /// Closes with `code` and `reason`; `why` is the presence and cleanup reason. Audio
-    /// already stored but not yet acknowledged is acknowledged first, so the client knows
-    /// exactly what survived.
-    pub(crate) fn close_because(&mut self, code: CloseCode, reason: &str, why: &str) {
-        if self.is_ingest() {
-            self.flush_ack(true);
-        }
+    /// Closes with `code` and `reason`; `why` is the cleanup reason (ingest: presence's).
+    pub fn close_because(&mut self, code: CloseCode, reason: &str, why: &str) {
+        C::closing(self);
         let level = match code {
             CloseCode::Normal => Level::Info,
             CloseCode::InternalError => Level::Error,
@@ -415,9 +445,7 @@ impl<E: Effects> Session<'_, E> {
         let code = code
             .filter(|c| sendable(*c))
             .unwrap_or(CloseCode::Normal.code());
-        if self.is_ingest() {
-            self.flush_ack(true);
-        }
+        C::closing(self);
         let line = self
             .log
             .line(Level::Info, "client closed")
@@ -427,47 +455,23 @@ impl<E: Effects> Session<'_, E> {
         self.cleanup(reason::CLIENT_CLOSED);
     }
 
-    /// The connection is over: close the talk analytics and clear presence (ingest), mark
-    /// it closed.
+    /// The connection is over: the component releases what it held, the state is closed.
     fn cleanup(&mut self, why: &str) {
-        if let WsRoute::Ingest { meeting, source } = self.route {
-            self.finish_analytics();
-            let stream = crate::presence::Stream {
-                meeting,
-                source: *source,
-                connection_id: self.connection_id,
-            };
-            crate::presence::disconnected(
-                self.settings,
-                self.effects,
-                &self.log,
-                stream,
-                self.now_ms,
-                why,
-            );
-        }
-        let (frames, bytes) = {
-            let state = self.state();
-            state.phase = Phase::Closed;
-            (state.frames, state.bytes)
-        };
+        let fields = C::cleanup(self, why);
+        self.state().phase = Phase::Closed;
         let mut line = self
             .log
             .transition(State::CleanupComplete, "cleanup complete")
             .with("reason", why);
-        if self.is_ingest() {
-            line = line.with("frames", frames).with("bytes", bytes);
+        for (name, value) in fields {
+            line = line.with(name, value);
         }
         self.emit(line);
     }
 
     fn finish(mut self) -> Reply {
-        if self.live() && self.is_ingest() {
-            self.periodic_stats();
-            self.flush_ack(false);
-            let interval = earshot_protocol::limits::KEEP_ALIVE_INTERVAL_S.to_string();
-            self.headers
-                .push((header::KEEP_ALIVE_INTERVAL.to_owned(), interval));
+        if self.live() {
+            C::finish(&mut self);
         }
         let mut headers = self.headers;
         if let Some(meta) = &self.meta {

@@ -3,8 +3,9 @@
 //! now — what the `stats` events and the subscribe snapshot are computed from. Pure: the
 //! updates are compare-and-swap closures, the statistics a function of the record.
 //!
-//! The record is this component's own storage, not a wire shape: only the ingest routes
-//! write and read it.
+//! The record is storage of the two socket components, not a wire shape: ingest writes it
+//! (speech starts and ends, the `stats` election), subscribe reads it for the snapshot. It
+//! lives here, once, so neither can drift from the other.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -16,46 +17,46 @@ use serde::{Deserialize, Serialize};
 /// phrase, 10–20 a minute, so a thousand cover 50–100 minutes of speech while the record
 /// stays under ~30 KB per source (it is rewritten at every speech end). Older intervals
 /// are dropped and the statistics window starts after them (`complete_from_ms`).
-pub(crate) const MAX_SPEECH_INTERVALS: usize = 1_000;
+pub const MAX_SPEECH_INTERVALS: usize = 1_000;
 
 /// Key-value key of a meeting's talk record.
-pub(crate) fn talk_key(meeting: &MeetingId) -> String {
+pub fn talk_key(meeting: &MeetingId) -> String {
     format!("meeting:{meeting}:talk")
 }
 
 /// Key-value key of the unix milliseconds of the meeting's last `stats` event: the
 /// compare-and-swap on it elects one emitter per [`earshot_protocol::meeting::STATS_INTERVAL_MS`].
-pub(crate) fn stats_at_key(meeting: &MeetingId) -> String {
+pub fn stats_at_key(meeting: &MeetingId) -> String {
     format!("meeting:{meeting}:stats-at")
 }
 
 /// One source's speech on the meeting's wall clock.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct SourceTalk {
+pub struct SourceTalk {
     /// Finished speech intervals `[start, end)`, unix milliseconds, oldest first.
     #[serde(default)]
-    pub(crate) intervals: VecDeque<(u64, u64)>,
+    pub intervals: VecDeque<(u64, u64)>,
     /// Every interval of this source ending after this instant is on record (0: all).
     #[serde(default)]
-    pub(crate) complete_from_ms: u64,
+    pub complete_from_ms: u64,
     /// Start of the speech under way, unix milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) speaking_since_ms: Option<u64>,
+    pub speaking_since_ms: Option<u64>,
 }
 
 /// A meeting's talk record.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct TalkRecord {
+pub struct TalkRecord {
     /// The meeting's first analysed sample, unix milliseconds: where statistics start.
-    pub(crate) started_ms: u64,
+    pub started_ms: u64,
     /// Per source.
     #[serde(default)]
-    pub(crate) sources: BTreeMap<Source, SourceTalk>,
+    pub sources: BTreeMap<Source, SourceTalk>,
 }
 
 /// One change to a talk record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum TalkChange {
+pub enum TalkChange {
     /// A session of `source` started analysing at `at_ms`: the meeting's statistics start
     /// then at the latest; a speech left open by an earlier session (one that died without
     /// cleanup) is forgotten.
@@ -72,12 +73,12 @@ pub(crate) enum TalkChange {
 
 /// Reads a stored record; an unreadable one counts as none (it is replaced on the next
 /// change: statistics are advisory).
-pub(crate) fn read(bytes: Option<&[u8]>) -> Option<TalkRecord> {
+pub fn read(bytes: Option<&[u8]>) -> Option<TalkRecord> {
     bytes.and_then(|b| serde_json::from_slice(b).ok())
 }
 
 /// The record after `change`.
-pub(crate) fn apply(current: Option<&[u8]>, change: TalkChange) -> Vec<u8> {
+pub fn apply(current: Option<&[u8]>, change: TalkChange) -> Vec<u8> {
     let mut record = read(current);
     let at = match change {
         TalkChange::SessionStarted { at_ms, .. } | TalkChange::SpeechStarted { at_ms, .. } => at_ms,
@@ -117,7 +118,7 @@ pub(crate) fn apply(current: Option<&[u8]>, change: TalkChange) -> Vec<u8> {
 /// source still has on record) to `max(now_ms, audio_until_ms)`, counting speech under way
 /// up to then. `audio_until_ms` is where the caller's own audio ends on the wall clock:
 /// audio sent faster than real time runs ahead of `now_ms`. Every source is listed.
-pub(crate) fn summary(record: &TalkRecord, now_ms: u64, audio_until_ms: u64) -> TalkSummary {
+pub fn summary(record: &TalkRecord, now_ms: u64, audio_until_ms: u64) -> TalkSummary {
     let from = record
         .sources
         .values()
@@ -153,7 +154,7 @@ pub(crate) fn summary(record: &TalkRecord, now_ms: u64, audio_until_ms: u64) -> 
 
 /// What the stats election decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Election {
+pub enum Election {
     /// This connection emits now (the stored time is now `now_ms`).
     Won,
     /// Someone emitted at this unix millisecond; the next election is due an interval later.
@@ -162,11 +163,7 @@ pub(crate) enum Election {
 
 /// The election's compare-and-swap step: given the stored time of the last `stats` event,
 /// whether a connection standing at `now_ms` emits (and the value to store).
-pub(crate) fn elect(
-    current: Option<&[u8]>,
-    now_ms: u64,
-    interval_ms: u64,
-) -> (Election, Option<Vec<u8>>) {
+pub fn elect(current: Option<&[u8]>, now_ms: u64, interval_ms: u64) -> (Election, Option<Vec<u8>>) {
     let last = current
         .and_then(|b| std::str::from_utf8(b).ok())
         .and_then(|s| s.parse::<u64>().ok());

@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 
 /// How serious a line is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Level {
+pub enum Level {
     /// Normal life of a connection.
     Info,
     /// The client did something wrong, or a best-effort side effect failed.
@@ -29,7 +29,7 @@ impl Level {
 
 /// The connection states DESIGN.md names, in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum State {
+pub enum State {
     /// An OPEN arrived; authentication runs.
     Connecting,
     /// Accepted (ingest: awaiting the handshake; subscriber: subscribed).
@@ -44,7 +44,7 @@ pub(crate) enum State {
 
 impl State {
     /// The name in the `state` field.
-    pub(crate) fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             State::Connecting => "connecting",
             State::Connected => "connected",
@@ -57,23 +57,25 @@ impl State {
 
 /// What every line of one connection carries.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct LogContext {
+pub struct LogContext {
+    /// The component writing the line (`ingest`, `subscribe`).
+    pub component: &'static str,
     /// The meeting, when the route named a valid one.
-    pub(crate) meeting_id: Option<String>,
-    /// The ingest source (`None` on subscriber routes).
-    pub(crate) source: Option<Source>,
+    pub meeting_id: Option<String>,
+    /// The ingest source (`None` on subscriber routes, where the line still carries `source: null`).
+    pub source: Option<Source>,
     /// The relay's `Connection-Id`.
-    pub(crate) connection_id: String,
+    pub connection_id: String,
     /// The token's subject, once known.
-    pub(crate) sub: Option<String>,
+    pub sub: Option<String>,
 }
 
 impl LogContext {
     /// Starts a line at `level` saying `msg`.
-    pub(crate) fn line(&self, level: Level, msg: &str) -> Line {
+    pub fn line(&self, level: Level, msg: &str) -> Line {
         let mut map = Map::new();
         map.insert("level".into(), level.as_str().into());
-        map.insert("component".into(), "ingest".into());
+        map.insert("component".into(), self.component.into());
         map.insert("msg".into(), msg.into());
         map.insert("meeting_id".into(), self.meeting_id.clone().into());
         map.insert("source".into(), self.source.map(|s| s.as_str()).into());
@@ -85,24 +87,24 @@ impl LogContext {
     }
 
     /// A state-transition line at `info`.
-    pub(crate) fn transition(&self, state: State, msg: &str) -> Line {
+    pub fn transition(&self, state: State, msg: &str) -> Line {
         self.line(Level::Info, msg).with("state", state.as_str())
     }
 }
 
 /// One log line being built.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Line(Map<String, Value>);
+pub struct Line(Map<String, Value>);
 
 impl Line {
     /// Adds a field.
-    pub(crate) fn with(mut self, key: &str, value: impl Into<Value>) -> Line {
+    pub fn with(mut self, key: &str, value: impl Into<Value>) -> Line {
         self.0.insert(key.into(), value.into());
         self
     }
 
     /// The JSON object.
-    pub(crate) fn into_value(self) -> Value {
+    pub fn into_value(self) -> Value {
         Value::Object(self.0)
     }
 }

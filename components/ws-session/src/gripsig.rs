@@ -6,19 +6,19 @@
 use jwt_simple::prelude::{Duration, HS256Key, MACLike, NoCustomClaims, VerificationOptions};
 
 /// The request header.
-pub(crate) const HEADER: &str = "grip-sig";
+pub const HEADER: &str = "grip-sig";
 
 /// Clock skew tolerated on the signature's `exp`, seconds. Relay and component run on hosts
 /// whose clocks NTP keeps within a second; the default of jwt-simple (15 minutes) would let a
 /// captured signature live that much longer.
-pub(crate) const LEEWAY_S: u64 = 5;
+pub const LEEWAY_S: u64 = 5;
 
 /// Longest `Grip-Sig` accepted, bytes: the relay's tokens are ~150 bytes (`iss`, `exp`).
-pub(crate) const MAX_BYTES: usize = 1024;
+pub const MAX_BYTES: usize = 1024;
 
 /// Why a request's signature was refused (the 401's reason).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub(crate) enum GripSigError {
+pub enum GripSigError {
     /// No `Grip-Sig` header.
     #[error("missing Grip-Sig")]
     Missing,
@@ -37,7 +37,7 @@ pub(crate) enum GripSigError {
 }
 
 /// Checks the `Grip-Sig` header values of a request against `key` at `now_unix` (seconds).
-pub(crate) fn verify(key: &str, values: &[&str], now_unix: u64) -> Result<(), GripSigError> {
+pub fn verify(key: &str, values: &[&str], now_unix: u64) -> Result<(), GripSigError> {
     let token = match values {
         [] => return Err(GripSigError::Missing),
         [one] => one.trim(),

@@ -458,11 +458,20 @@ fn since_must_be_a_stream_id_redis_takes() {
     let now = 1_700_000_000_000;
     assert!(history::valid_since("0-0", now));
     assert!(history::valid_since(&format!("{now}-{}", u64::MAX), now));
-    assert!(history::valid_since(&format!("{}-0", now + history::SINCE_CLOCK_LEEWAY_MS), now));
+    assert!(history::valid_since(
+        &format!("{}-0", now + history::SINCE_CLOCK_LEEWAY_MS),
+        now
+    ));
     // From the future: never issued, and live segments would be held back until then.
-    assert!(!history::valid_since(&format!("{}-0", now + history::SINCE_CLOCK_LEEWAY_MS + 1), now));
+    assert!(!history::valid_since(
+        &format!("{}-0", now + history::SINCE_CLOCK_LEEWAY_MS + 1),
+        now
+    ));
     // The largest id: Redis can name nothing after it.
-    assert!(!history::valid_since(&format!("{}-{}", u64::MAX, u64::MAX), now));
+    assert!(!history::valid_since(
+        &format!("{}-{}", u64::MAX, u64::MAX),
+        now
+    ));
     assert!(!history::valid_since(&format!("{}0-0", u64::MAX), now));
     assert!(!history::valid_since("1-x", now));
 }
