@@ -420,6 +420,7 @@ fn spin_cloud_toml_is_spin_toml_without_the_redis_trigger() {
         ("/api/v1/ws/ingest/...", "ingest"),
         ("/api/v1/ws/meetings/...", "subscribe"),
         ("/api/v1/ws/transcript/...", "subscribe"),
+        ("/api/v1/ws/...", "subscribe"),
     ] {
         let block = format!("route = \"{route}\"\ncomponent = \"{component}\"\n");
         assert!(routes(&spin).contains(&block), "{route} → {component}");
