@@ -15,9 +15,9 @@ use hyper_util::rt::TokioExecutor;
 /// Why a backend call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
-    /// The backend could not be reached or broke the exchange.
-    #[error("backend unreachable: {0}")]
-    Unreachable(String),
+    /// The backend could not be reached or broke the exchange; the cause is the source.
+    #[error("backend unreachable")]
+    Unreachable(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// The backend took longer than [`BACKEND_TIMEOUT`].
     #[error("backend timed out")]
     Timeout,
@@ -63,13 +63,13 @@ impl Backend for HttpBackend {
             let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
             parts.uri = format!("{}{pq}", self.base)
                 .parse()
-                .map_err(|e: http::uri::InvalidUri| BackendError::Unreachable(e.to_string()))?;
+                .map_err(|e: http::uri::InvalidUri| BackendError::Unreachable(e.into()))?;
             parts.headers.remove(http::header::HOST);
             let req = http::Request::from_parts(parts, Full::new(body));
             let resp = tokio::time::timeout(BACKEND_TIMEOUT, self.client.request(req))
                 .await
                 .map_err(|_| BackendError::Timeout)?
-                .map_err(|e| BackendError::Unreachable(e.to_string()))?;
+                .map_err(|e| BackendError::Unreachable(e.into()))?;
             let (parts, body) = resp.into_parts();
             let body = http_body_util::Limited::new(body, MAX_BACKEND_RESPONSE_BYTES)
                 .collect()

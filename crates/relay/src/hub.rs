@@ -11,38 +11,26 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use earshot_protocol::close::REASON_SLOW_CONSUMER;
 use earshot_protocol::grip::{Item, WsPayload};
 use earshot_protocol::ids::GRIP_REDIS_PREFIX;
-use earshot_protocol::CloseCode;
 use futures::StreamExt;
 use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::tungstenite::Message;
+
+use crate::close::Close;
+use crate::queue::{Outbound, QueueSender};
 
 /// Backoff bounds for reconnecting the Redis subscription.
 const REDIS_BACKOFF_MIN: Duration = Duration::from_millis(100);
 const REDIS_BACKOFF_MAX: Duration = Duration::from_secs(5);
 
-/// What a connection's writer sends to its client, in order.
-#[derive(Debug, Clone)]
-pub(crate) enum Outbound {
-    /// A message from the backend's response.
-    Message(Message),
-    /// A live item published to `channel` (with its GRIP id, if any).
-    Item { channel: Arc<str>, id: Option<Arc<str>>, msg: Message },
-    /// Start holding `channel`'s live items (see `Control::Hold`).
-    Hold(String),
-    /// Release `channel`'s held items after `after` (see `Control::Release`).
-    Release { channel: String, after: Option<String> },
-}
-
-/// A request to close a connection with a code and reason.
-pub(crate) type CloseRequest = Option<(u16, String)>;
+/// A request to close a connection; the first one set wins.
+pub(crate) type CloseRequest = Option<Close>;
 
 /// A subscribed connection as the hub sees it.
 #[derive(Clone)]
 pub(crate) struct Subscriber {
-    pub(crate) out: mpsc::Sender<Outbound>,
+    pub(crate) out: QueueSender,
     pub(crate) close: Arc<watch::Sender<CloseRequest>>,
 }
 
@@ -81,8 +69,8 @@ const SYNC_TIMEOUT: Duration = Duration::from_secs(2);
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
     /// Redis refused or is unreachable.
-    #[error("redis publish failed: {0}")]
-    Redis(String),
+    #[error("redis publish failed")]
+    Redis(#[from] redis::RedisError),
 }
 
 impl Hub {
@@ -92,7 +80,7 @@ impl Hub {
     }
 
     /// A hub sharing channels with every relay on the Redis at `url`.
-    pub async fn with_redis(url: &str) -> anyhow::Result<Arc<Self>> {
+    pub async fn with_redis(url: &str) -> redis::RedisResult<Arc<Self>> {
         let client = redis::Client::open(url)?;
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_millis(500)))
@@ -180,8 +168,7 @@ impl Hub {
                     .arg(format!("{GRIP_REDIS_PREFIX}{}", item.channel))
                     .arg(payload)
                     .query_async::<i64>(&mut conn)
-                    .await
-                    .map_err(|e| PublishError::Redis(e.to_string()))?;
+                    .await?;
                 Ok(())
             }
             None => {
@@ -217,19 +204,24 @@ impl Hub {
                 }
                 Err(mpsc::error::TrySendError::Full(_)) => {
                     self.stats.slow_consumers.fetch_add(1, Ordering::Relaxed);
-                    sub.close.send_if_modified(|c| {
-                        if c.is_none() {
-                            *c = Some((CloseCode::SlowConsumer.code(), REASON_SLOW_CONSUMER.to_owned()));
-                            true
-                        } else {
-                            false
-                        }
-                    });
+                    request_close(&sub.close, Close::slow_consumer());
                 }
                 Err(mpsc::error::TrySendError::Closed(_)) => {}
             }
         }
     }
+}
+
+/// Asks a connection to close with `close`, unless a close was already asked for.
+pub(crate) fn request_close(tx: &watch::Sender<CloseRequest>, close: Close) {
+    tx.send_if_modified(|c| {
+        if c.is_none() {
+            *c = Some(close);
+            true
+        } else {
+            false
+        }
+    });
 }
 
 /// Keeps this relay's Redis subscriptions equal to the channels with local
@@ -314,8 +306,10 @@ async fn run_bus(client: redis::Client, hub: Weak<Hub>, mut commands: mpsc::Unbo
 mod tests {
     use super::*;
 
-    fn subscriber(capacity: usize) -> (Subscriber, mpsc::Receiver<Outbound>, watch::Receiver<CloseRequest>) {
-        let (tx, rx) = mpsc::channel(capacity);
+    use crate::queue::{send_queue, QueueBound, QueueReceiver};
+
+    fn subscriber(capacity: usize) -> (Subscriber, QueueReceiver, watch::Receiver<CloseRequest>) {
+        let (tx, rx) = send_queue(QueueBound { messages: capacity, bytes: 1 << 20 });
         let (ctx, crx) = watch::channel(None);
         (Subscriber { out: tx, close: Arc::new(ctx) }, rx, crx)
     }
@@ -334,7 +328,7 @@ mod tests {
             let Some(Outbound::Item { msg: m, .. }) = fast_rx.recv().await else { panic!() };
             assert_eq!(m.to_text().unwrap(), format!("m{i}"));
         }
-        assert_eq!(*slow_close.borrow(), Some((4008, "slow consumer".to_owned())));
+        assert_eq!(*slow_close.borrow(), Some(Close::slow_consumer()));
         assert_eq!(hub.stats.slow_consumers.load(Ordering::Relaxed), 2);
         hub.unsubscribe("c", 1);
         hub.unsubscribe("c", 2);

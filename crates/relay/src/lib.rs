@@ -4,11 +4,15 @@
 //! endpoint and Redis-backed fan-out shared by any number of relays.
 
 pub mod backend;
+mod close;
 pub mod hub;
 pub mod limits;
 mod publish;
+mod queue;
+mod request;
 mod session;
 mod upgrade;
+mod writer;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -22,11 +26,20 @@ pub use upgrade::is_websocket_upgrade;
 /// live client never gets near it — and bounds a stalled socket's memory.
 pub const SEND_QUEUE_MESSAGES: usize = 1024;
 
+/// Payload bytes queued per connection before it counts as a slow consumer (4008).
+/// The message bound alone lets a stalled socket pin 1024 × the largest message; 16 MiB
+/// is twice the largest backend response ([`backend::MAX_BACKEND_RESPONSE_BYTES`]), so
+/// one whole response (a history replay) always fits behind a backlog, while 1024
+/// ordinary events (a few hundred bytes each) are far below it.
+pub const SEND_QUEUE_BYTES: usize = 16 * 1024 * 1024;
+
 /// Relay settings.
 #[derive(Debug, Clone)]
 pub struct RelayConfig {
     /// Queue bound per connection, in messages.
     pub send_queue_messages: usize,
+    /// Queue bound per connection, in payload bytes.
+    pub send_queue_bytes: usize,
     /// Largest client message read, in bytes (larger ones close the socket with 1009).
     pub max_message_bytes: usize,
     /// Key for signing `Grip-Sig` on backend requests (none: unsigned).
@@ -43,12 +56,29 @@ impl Default for RelayConfig {
     fn default() -> Self {
         RelayConfig {
             send_queue_messages: SEND_QUEUE_MESSAGES,
+            send_queue_bytes: SEND_QUEUE_BYTES,
             max_message_bytes: earshot_protocol::limits::RELAY_MAX_MESSAGE_BYTES,
             grip_sig_key: None,
             max_connections_per_ip: limits::DEFAULT_MAX_CONNECTIONS_PER_IP,
             max_connections_total: limits::DEFAULT_MAX_CONNECTIONS_TOTAL,
             allowed_origins: Vec::new(),
         }
+    }
+}
+
+/// Shows an error with its whole `source()` chain (`outer: inner: root`), so a log line
+/// keeps the cause that a bare `%e` would drop.
+pub(crate) struct ErrorChain<'a>(pub(crate) &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(e) = source {
+            write!(f, ": {e}")?;
+            source = e.source();
+        }
+        Ok(())
     }
 }
 
@@ -60,6 +90,8 @@ pub(crate) struct RelayShared {
     grip_key: Option<jwt_simple::prelude::HS256Key>,
     conn_seq: AtomicU64,
     pub(crate) limits: limits::ConnectionLimits,
+    /// Live sessions, for the metrics endpoint and the shutdown drain.
+    open_sessions: AtomicU64,
 }
 
 /// How long a `Grip-Sig` stays valid, in seconds: each request is signed afresh, so
@@ -67,6 +99,34 @@ pub(crate) struct RelayShared {
 const GRIP_SIG_TTL_S: u64 = 60 * 60;
 
 impl RelayShared {
+    pub(crate) fn new(backend: Arc<dyn Backend>, hub: Arc<Hub>, config: RelayConfig) -> Self {
+        let grip_key = config
+            .grip_sig_key
+            .as_deref()
+            .filter(|k| !k.is_empty())
+            .map(|k| jwt_simple::prelude::HS256Key::from_bytes(k.as_bytes()));
+        RelayShared {
+            limits: limits::ConnectionLimits::new(config.max_connections_per_ip, config.max_connections_total),
+            backend,
+            hub,
+            config,
+            grip_key,
+            conn_seq: AtomicU64::new(1),
+            open_sessions: AtomicU64::new(0),
+        }
+    }
+
+    /// The send-queue bound of every connection.
+    pub(crate) fn queue_bound(&self) -> queue::QueueBound {
+        queue::QueueBound { messages: self.config.send_queue_messages, bytes: self.config.send_queue_bytes }
+    }
+
+    /// Counts a session as open until the returned guard drops (even on a panic).
+    pub(crate) fn session_opened(self: &Arc<Self>) -> OpenSession {
+        self.open_sessions.fetch_add(1, Ordering::Relaxed);
+        OpenSession(self.clone())
+    }
+
     pub(crate) fn next_conn_seq(&self) -> u64 {
         self.conn_seq.fetch_add(1, Ordering::Relaxed)
     }
@@ -77,6 +137,15 @@ impl RelayShared {
         let key = self.grip_key.as_ref()?;
         let claims = Claims::create(jwt_simple::prelude::Duration::from_secs(GRIP_SIG_TTL_S)).with_issuer("earshot");
         key.authenticate(claims).ok()
+    }
+}
+
+/// One open session in [`RelayShared`]'s count.
+pub(crate) struct OpenSession(Arc<RelayShared>);
+
+impl Drop for OpenSession {
+    fn drop(&mut self) {
+        self.0.open_sessions.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -96,22 +165,7 @@ impl Relay {
         config: RelayConfig,
         shutdown: tokio::sync::watch::Receiver<bool>,
     ) -> Self {
-        let grip_key = config
-            .grip_sig_key
-            .as_deref()
-            .filter(|k| !k.is_empty())
-            .map(|k| jwt_simple::prelude::HS256Key::from_bytes(k.as_bytes()));
-        Relay {
-            shared: Arc::new(RelayShared {
-                limits: limits::ConnectionLimits::new(config.max_connections_per_ip, config.max_connections_total),
-                backend,
-                hub,
-                config,
-                grip_key,
-                conn_seq: AtomicU64::new(1),
-            }),
-            shutdown,
-        }
+        Relay { shared: Arc::new(RelayShared::new(backend, hub, config)), shutdown }
     }
 
     /// The fan-out hub.
@@ -121,6 +175,6 @@ impl Relay {
 
     /// WebSocket sessions open right now.
     pub fn open_sessions(&self) -> u64 {
-        session::OPEN_SESSIONS.load(Ordering::Relaxed)
+        self.shared.open_sessions.load(Ordering::Relaxed)
     }
 }

@@ -42,7 +42,7 @@ impl Relay {
         }
         for item in &request.items {
             if let Err(e) = self.shared.hub.publish(item).await {
-                tracing::error!(error = %e, channel = %item.channel, "publish failed");
+                tracing::error!(error = %crate::ErrorChain(&e), channel = %item.channel, "publish failed");
                 return reply(http::StatusCode::SERVICE_UNAVAILABLE, "publish failed\n".into());
             }
         }

@@ -6,14 +6,16 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use earshot_protocol::events::{decode_events, Event};
-use earshot_protocol::{CloseCode, WsRoute};
+use earshot_protocol::WsRoute;
 use http_body_util::Full;
 use hyper_util::rt::TokioIo;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
 
-use crate::session::{self, apply_set_meta, build_request, Accepted, Fields, Template};
+use crate::close::Close;
+use crate::request::{apply_set_meta, build_request, Template};
+use crate::session::{self, Accepted, Fields};
 use crate::Relay;
 
 /// Headers of the client's handshake that are about this hop, not the request, and
@@ -49,6 +51,11 @@ fn text(status: http::StatusCode, body: &'static str) -> http::Response<Full<Byt
         .header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")
         .body(Full::new(Bytes::from_static(body.as_bytes())))
         .expect("static response")
+}
+
+/// The CLOSE event that makes a session close with `close` as soon as it starts.
+fn close_event(close: &Close) -> Event {
+    Event::close(close.code(), close.reason())
 }
 
 /// Redacts tokens from a path and query for logs.
@@ -172,13 +179,13 @@ impl Relay {
             }
             Err(e) => {
                 // Accept, then close 1011: the contract's answer to a backend failure.
-                tracing::error!(connection_id = %fields.connection_id, error = %e, "backend unavailable at OPEN");
+                tracing::error!(connection_id = %fields.connection_id, error = %crate::ErrorChain(&e), "backend unavailable at OPEN");
                 (
                     Accepted {
                         meta,
                         keep_alive: None,
                         grip: false,
-                        events: vec![Event::close(CloseCode::InternalError.code(), "backend unavailable")],
+                        events: vec![close_event(&Close::backend_unavailable())],
                     },
                     None,
                 )
@@ -223,7 +230,8 @@ impl Relay {
                 state = "connected",
                 "websocket accepted"
             );
-            session::run(shared, ws, template, fields, accepted, shutdown).await;
+            let (sink, stream) = futures::StreamExt::split(ws);
+            session::run(shared, sink, stream, template, fields, accepted, shutdown).await;
             drop(slot);
         });
         resp
