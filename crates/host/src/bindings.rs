@@ -7,10 +7,10 @@ wasmtime::component::bindgen!({
     world: "earshot:host/spin-imports",
     imports: { default: async | trappable },
     with: {
-        "fermyon:spin/key-value.store": crate::spin_host::KvStoreHandle,
+        "fermyon:spin/key-value.store": crate::host::kv::KvStoreHandle,
         "fermyon:spin/redis.connection": crate::redis_out::RedisConnection,
-        "wasi:keyvalue/store.bucket": crate::spin_host::KvStoreHandle,
-        "wasi:keyvalue/atomics.cas": crate::spin_host::CasHandle,
+        "wasi:keyvalue/store.bucket": crate::host::kv::KvStoreHandle,
+        "wasi:keyvalue/atomics.cas": crate::host::kv::CasHandle,
     },
 });
 

@@ -4,7 +4,7 @@
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 
-use anyhow::{anyhow, Context};
+use anyhow::Context;
 use sha2::{Digest, Sha256};
 use wasmtime::component::Component;
 use wasmtime::Engine;
@@ -32,7 +32,7 @@ fn cache_key(engine: &Engine, wasm: &[u8]) -> String {
 pub fn compile_cached(engine: &Engine, path: &Path, cache_dir: Option<&Path>) -> anyhow::Result<Component> {
     let wasm = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let Some(dir) = cache_dir else {
-        return Component::new(engine, &wasm).map_err(|e| anyhow!("{e:?}"));
+        return Component::new(engine, &wasm).map_err(anyhow::Error::from).context("compiling");
     };
     let cached = dir.join(cache_key(engine, &wasm));
     if cached.exists() {
@@ -43,10 +43,10 @@ pub fn compile_cached(engine: &Engine, path: &Path, cache_dir: Option<&Path>) ->
         let loaded = unsafe { Component::deserialize_file(engine, &cached) };
         match loaded {
             Ok(c) => return Ok(c),
-            Err(e) => tracing::warn!(path = %cached.display(), error = %e, "ignoring unusable cached component"),
+            Err(e) => tracing::warn!(path = %cached.display(), error = format!("{:#}", anyhow::Error::from(e)), "ignoring unusable cached component"),
         }
     }
-    let bytes = engine.precompile_component(&wasm).map_err(|e| anyhow!("{e:?}"))?;
+    let bytes = engine.precompile_component(&wasm).map_err(anyhow::Error::from).context("compiling")?;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     // Write then rename, so a concurrent start never reads half a file.
     let tmp = dir.join(format!(".{}.{}", std::process::id(), cached.file_name().and_then(|n| n.to_str()).unwrap_or("tmp")));
@@ -55,5 +55,5 @@ pub fn compile_cached(engine: &Engine, path: &Path, cache_dir: Option<&Path>) ->
     #[allow(unsafe_code)]
     // SAFETY: as above; these are the bytes this engine just produced.
     let component = unsafe { Component::deserialize(engine, &bytes) };
-    component.map_err(|e| anyhow!("{e:?}"))
+    component.map_err(anyhow::Error::from).context("loading the just-compiled component")
 }

@@ -4,14 +4,21 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use wasmtime::component::ResourceTable;
-use wasmtime::StoreLimits;
+use wasmtime::{StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
+use crate::engine::{GUEST_OUTPUT_LIMIT_BYTES, MAX_INSTANCE_MEMORY_BYTES};
 use crate::kv::{KeyValueBackend, KvGrants};
 use crate::outbound::AllowedHosts;
+use crate::outbound_http::OutboundHttpHooks;
 use crate::redis_out::RedisPool;
+
+/// Core wasm instances one component instance may create: a wasm32-wasip2 component
+/// holds a handful (the module, the adapter shims); 32 leaves room without letting a
+/// hostile component multiply itself.
+const MAX_CORE_INSTANCES_PER_STORE: usize = 32;
 
 /// What every instance of every component shares: backends and host settings.
 pub(crate) struct Shared {
@@ -41,11 +48,35 @@ pub(crate) struct HostState {
     pub(crate) http: WasiHttpCtx,
     pub(crate) table: ResourceTable,
     pub(crate) limits: StoreLimits,
-    pub(crate) hooks: crate::outbound_http::OutboundHttpHooks,
+    pub(crate) hooks: OutboundHttpHooks,
     pub(crate) component: Arc<ComponentRuntime>,
     pub(crate) shared: Arc<Shared>,
     pub(crate) stdout: MemoryOutputPipe,
     pub(crate) stderr: MemoryOutputPipe,
+}
+
+impl HostState {
+    /// Fresh per-call state for `component`: guest output captured (bounded), memory
+    /// capped, outbound HTTP gated on the component's allow-list.
+    pub(crate) fn new(component: Arc<ComponentRuntime>, shared: Arc<Shared>) -> Self {
+        let stdout = MemoryOutputPipe::new(GUEST_OUTPUT_LIMIT_BYTES);
+        let stderr = MemoryOutputPipe::new(GUEST_OUTPUT_LIMIT_BYTES);
+        let wasi = WasiCtx::builder().stdout(stdout.clone()).stderr(stderr.clone()).build();
+        HostState {
+            wasi,
+            http: WasiHttpCtx::new(),
+            table: ResourceTable::new(),
+            limits: StoreLimitsBuilder::new()
+                .memory_size(MAX_INSTANCE_MEMORY_BYTES)
+                .instances(MAX_CORE_INSTANCES_PER_STORE)
+                .build(),
+            hooks: OutboundHttpHooks { allowed: Arc::new(component.allowed_hosts.clone()) },
+            component,
+            shared,
+            stdout,
+            stderr,
+        }
+    }
 }
 
 impl WasiView for HostState {
