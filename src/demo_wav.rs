@@ -1,45 +1,12 @@
-//! `earshot demo-wav`: known test audio (tone, digital silence, tone) for the README
-//! walkthrough and for tests of what listens to the audio (the analytics VAD).
+//! `earshot demo-wav`: writes the capture agent's demo audio (`earshot_agent::demo`) to a
+//! file or stdout.
 
 use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Context;
-
-use crate::wav::{self, PcmFormat};
-
-/// The demo's format: what capture agents send by default (16 kHz mono).
-const DEMO_FORMAT: PcmFormat = PcmFormat { sample_rate: 16_000, channels: 1 };
-/// Tone frequency, Hz: concert A, well inside speech band filters, and a whole number
-/// of cycles per second, so a tone of whole seconds starts and ends at zero (no click).
-const TONE_HZ: f64 = 440.0;
-/// Tone peak as a fraction of full scale: -10 dBFS is clearly "voice" to a VAD yet far
-/// from clipping after resampling or mixing.
-const TONE_PEAK: f64 = 0.316;
-/// Longest segment, in seconds: the demo is for walkthroughs and tests, not soak runs.
-const MAX_SECONDS_EACH: f64 = 3_600.0;
-
-/// What the demo contains, segment by segment.
-#[derive(Clone, Copy, Debug, clap::ValueEnum)]
-pub(crate) enum Pattern {
-    /// Tone, digital silence, tone.
-    ToneSilenceTone,
-    /// One tone segment.
-    Tone,
-    /// One segment of digital silence.
-    Silence,
-}
-
-impl Pattern {
-    /// Per segment: tone (`true`) or silence.
-    fn segments(self) -> &'static [bool] {
-        match self {
-            Pattern::ToneSilenceTone => &[true, false, true],
-            Pattern::Tone => &[true],
-            Pattern::Silence => &[false],
-        }
-    }
-}
+use earshot_agent::demo::{self, DemoError, Pattern, DEMO_FORMAT, MAX_SECONDS_EACH};
+use earshot_agent::wav;
 
 /// `earshot demo-wav` flags.
 #[derive(clap::Args)]
@@ -54,31 +21,10 @@ pub(crate) struct DemoWavArgs {
     seconds_each: f64,
 }
 
-/// The samples of `pattern` (16 kHz mono).
-pub(crate) fn samples(pattern: Pattern, seconds_each: f64) -> anyhow::Result<Vec<i16>> {
-    anyhow::ensure!(
-        seconds_each.is_finite() && seconds_each > 0.0 && seconds_each <= MAX_SECONDS_EACH,
-        "--seconds-each must be more than 0 and at most {MAX_SECONDS_EACH}"
-    );
-    let rate = f64::from(DEMO_FORMAT.sample_rate);
-    let per_segment = (seconds_each * rate).round() as usize;
-    let peak = TONE_PEAK * f64::from(i16::MAX);
-    let mut out = Vec::with_capacity(per_segment * pattern.segments().len());
-    for &tone in pattern.segments() {
-        out.extend((0..per_segment).map(|n| {
-            if tone {
-                (peak * (2.0 * std::f64::consts::PI * TONE_HZ * n as f64 / rate).sin()).round() as i16
-            } else {
-                0
-            }
-        }));
-    }
-    Ok(out)
-}
-
 /// Runs `earshot demo-wav`.
 pub(crate) fn run(args: DemoWavArgs) -> anyhow::Result<()> {
-    let samples = samples(args.pattern, args.seconds_each)?;
+    // Checked before the file is created, so a bad flag leaves nothing behind.
+    let samples = demo::samples(args.pattern, args.seconds_each).map_err(flag_error)?;
     let seconds = samples.len() as f64 / f64::from(DEMO_FORMAT.sample_rate);
     if args.out.as_os_str() == "-" {
         let mut out = std::io::stdout().lock();
@@ -99,29 +45,10 @@ pub(crate) fn run(args: DemoWavArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tone_silence_tone_has_the_right_shape() {
-        let s = samples(Pattern::ToneSilenceTone, 1.0).unwrap();
-        assert_eq!(s.len(), 48_000);
-        let rms = |x: &[i16]| (x.iter().map(|&v| f64::from(v).powi(2)).sum::<f64>() / x.len() as f64).sqrt();
-        let expected = TONE_PEAK * f64::from(i16::MAX) / 2f64.sqrt();
-        assert!((rms(&s[..16_000]) - expected).abs() < 50.0);
-        assert!(s[16_000..32_000].iter().all(|&v| v == 0), "digital silence");
-        assert!((rms(&s[32_000..]) - expected).abs() < 50.0);
-        // Whole seconds of 440 Hz are whole cycles: the tone starts at zero and its last
-        // sample is one step before zero again, so neither edge clicks.
-        assert_eq!(s[0], 0);
-        assert_eq!(s[15_999], -s[1]);
-    }
-
-    #[test]
-    fn refuses_silly_lengths() {
-        for bad in [0.0, -1.0, f64::NAN, f64::INFINITY, 1e9] {
-            assert!(samples(Pattern::Tone, bad).is_err(), "{bad}");
-        }
+/// The library's refusal in the words of the flag that caused it.
+fn flag_error(e: DemoError) -> anyhow::Error {
+    match e {
+        DemoError::BadLength(_) => anyhow::anyhow!("--seconds-each must be more than 0 and at most {MAX_SECONDS_EACH}"),
+        other => other.into(),
     }
 }

@@ -23,7 +23,6 @@ mod secrets;
 mod serve;
 mod stream;
 mod token_cmd;
-mod wav;
 
 /// How long `earshot up` waits for in-flight requests after SIGTERM before it exits
 /// anyway. Requests finish in milliseconds; 10 s also covers a slow Redis round trip

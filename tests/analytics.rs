@@ -18,9 +18,7 @@ use earshot_protocol::grip::Item;
 use earshot_protocol::ids::GRIP_REDIS_PREFIX;
 use earshot_protocol::transcript::{Segment, TranscriptMessage, SEGMENT_FIELD};
 use earshot_protocol::Source;
-use earshot_testkit::ws::{
-    connect, expect_close, next_json, next_of_type, send_binary, send_text, token, Ws, HANDSHAKE,
-};
+use earshot_testkit::ws::{connect, expect_close, ingest, next_json, next_of_type, token, Ws};
 use earshot_testkit::{earshot, Earshot, RedisServer};
 use serde_json::{json, Value};
 
@@ -122,22 +120,16 @@ async fn talk_time_of_a_tone_silence_tone_stream_reaches_meeting_subscribers() {
         json!({"type":"snapshot","meeting_id":meeting,"sources":[],"last_transcript_offset":null,"talk":null})
     );
 
-    let ingest = token(&s.secret, "ingest", &[meeting]);
-    let url = s.server.ws_url(&format!(
-        "/api/v1/ws/ingest/meetings/{meeting}?source=mic&token={ingest}"
-    ));
-    let mut c = connect(&url, &[]).await.unwrap();
-    send_text(&mut c, HANDSHAKE).await.unwrap();
-    let ack = next_of_type(&mut c, "handshake_ack").await.unwrap();
+    let mut agent = ingest(&s.server, &s.secret, meeting, "mic").await.unwrap();
+    let connection_id = agent.accepted().connection_id.clone();
     let pcm = [audio(1_000, true), audio(1_000, false), audio(1_000, true)].concat();
     // As fast as possible: the detector runs on the stream's clock, not the wall clock.
     for frame in pcm.chunks(FRAME_BYTES) {
-        send_binary(&mut c, frame.to_vec()).await.unwrap();
+        agent.send_frame(frame.to_vec()).await.unwrap();
     }
-    send_text(&mut c, r#"{"type":"close_stream"}"#).await.unwrap();
-    let closed = next_of_type(&mut c, "closed").await.unwrap();
-    assert_eq!(closed["frames"], 150);
-    assert_eq!(expect_close(&mut c).await.unwrap().0, 1000);
+    // `closed` with every frame, then close 1000 (the agent checks the code).
+    let stored = agent.close_stream().await.unwrap();
+    assert_eq!(stored.frames, 150);
 
     let mut events = Vec::new();
     loop {
@@ -167,7 +159,7 @@ async fn talk_time_of_a_tone_silence_tone_stream_reaches_meeting_subscribers() {
         "{events:#?}"
     );
     assert_eq!(kinds[kinds.len() - 2], "stats", "{kinds:?}");
-    assert_eq!(events[0]["connection_id"], ack["connection_id"]);
+    assert_eq!(events[0]["connection_id"], connection_id.as_str());
 
     let speech: Vec<&Value> = events
         .iter()

@@ -24,6 +24,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use earshot_testkit::raw_ws::{close_payload, frame, parse_close, upgrade_request, RawConnectError, RawWs};
 use earshot_testkit::ws::{token, HANDSHAKE, WS_WAIT};
 use earshot_testkit::{earshot, Earshot, RedisServer};
 use futures::{SinkExt, StreamExt};
@@ -240,96 +241,11 @@ fn describe(m: &Message) -> String {
     }
 }
 
-/// A WebSocket client written by hand, for frames no client library will send.
-struct RawWs {
-    rd: tokio::net::tcp::OwnedReadHalf,
-    /// Writes go through a task, so a large write never blocks reading the close frame.
-    tx: tokio::sync::mpsc::UnboundedSender<Vec<u8>>,
-    buf: Vec<u8>,
-}
-
-impl RawWs {
-    async fn connect(server: &Earshot, path: &str) -> Result<RawWs, Outcome> {
-        let stream = tokio::net::TcpStream::connect(server.addr()).await.map_err(|e| Outcome::Broken(e.to_string()))?;
-        let (mut rd, mut wr) = stream.into_split();
-        let req = format!(
-            "GET {path} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-            server.addr()
-        );
-        wr.write_all(req.as_bytes()).await.map_err(|e| Outcome::Broken(e.to_string()))?;
-        let mut buf = Vec::new();
-        let head_end = loop {
-            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break i + 4;
-            }
-            let mut chunk = [0u8; 4096];
-            match tokio::time::timeout(WS_WAIT, rd.read(&mut chunk)).await {
-                Ok(Ok(0)) | Ok(Err(_)) => return Err(Outcome::Broken("upgrade response cut short".into())),
-                Err(_) => return Err(Outcome::Broken("upgrade response timed out".into())),
-                Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
-            }
-        };
-        let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
-        let status: u16 = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-        if status != 101 {
-            return Err(Outcome::Http { status, body: String::from_utf8_lossy(&buf[head_end..]).into_owned() });
-        }
-        buf.drain(..head_end);
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
-        tokio::spawn(async move {
-            while let Some(bytes) = rx.recv().await {
-                if wr.write_all(&bytes).await.is_err() {
-                    break;
-                }
-            }
-        });
-        Ok(RawWs { rd, tx, buf })
-    }
-
-    fn send(&self, bytes: Vec<u8>) {
-        let _ = self.tx.send(bytes);
-    }
-
-    async fn fill(&mut self, n: usize) -> Result<(), String> {
-        while self.buf.len() < n {
-            let mut chunk = [0u8; 8192];
-            match tokio::time::timeout(WS_WAIT, self.rd.read(&mut chunk)).await {
-                Err(_) => return Err(format!("nothing within {WS_WAIT:?} (hang)")),
-                Ok(Ok(0)) => return Err("connection ended without a close frame (1006)".into()),
-                Ok(Err(e)) => return Err(format!("connection error without a close frame (1006): {e}")),
-                Ok(Ok(k)) => self.buf.extend_from_slice(&chunk[..k]),
-            }
-        }
-        Ok(())
-    }
-
-    /// The next frame from the server: opcode and payload.
-    async fn frame(&mut self) -> Result<(u8, Vec<u8>), String> {
-        self.fill(2).await?;
-        let opcode = self.buf[0] & 0x0f;
-        let (len, head) = match self.buf[1] & 0x7f {
-            126 => {
-                self.fill(4).await?;
-                (u16::from_be_bytes([self.buf[2], self.buf[3]]) as usize, 4)
-            }
-            127 => {
-                self.fill(10).await?;
-                (u64::from_be_bytes(self.buf[2..10].try_into().unwrap()) as usize, 10)
-            }
-            n => (n as usize, 2),
-        };
-        self.fill(head + len).await?;
-        let payload = self.buf[head..head + len].to_vec();
-        self.buf.drain(..head + len);
-        Ok((opcode, payload))
-    }
-}
-
 async fn run_raw(server: &Earshot, path: &str, steps: &[Step]) -> Outcome {
-    let mut raw = match RawWs::connect(server, path).await {
+    let mut raw = match RawWs::connect(server.addr(), path).await {
         Ok(r) => r,
-        Err(outcome) => return outcome,
+        Err(RawConnectError::Http { status, body }) => return Outcome::Http { status, body },
+        Err(RawConnectError::Broken(e)) => return Outcome::Broken(e),
     };
     let mut before = Vec::new();
     for step in steps {
@@ -365,46 +281,8 @@ async fn run_raw(server: &Earshot, path: &str, steps: &[Step]) -> Outcome {
 }
 
 fn raw_closed(payload: &[u8], before: Vec<String>) -> Outcome {
-    if payload.len() < 2 {
-        return Outcome::Closed { code: 1005, reason: String::new(), before };
-    }
-    Outcome::Closed {
-        code: u16::from_be_bytes([payload[0], payload[1]]),
-        reason: String::from_utf8_lossy(&payload[2..]).into_owned(),
-        before,
-    }
-}
-
-/// One WebSocket frame; `mask` as a client must (RFC 6455 §5.3).
-fn frame(fin: bool, rsv: u8, opcode: u8, payload: &[u8], mask: bool) -> Vec<u8> {
-    let mut out = vec![(u8::from(fin) << 7) | (rsv << 4) | opcode];
-    let m = if mask { 0x80 } else { 0 };
-    match payload.len() {
-        n if n < 126 => out.push(m | n as u8),
-        n if n <= 0xffff => {
-            out.push(m | 126);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            out.push(m | 127);
-            out.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    if mask {
-        let key = [0x37, 0xfa, 0x21, 0x3d];
-        out.extend_from_slice(&key);
-        out.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
-    } else {
-        out.extend_from_slice(payload);
-    }
-    out
-}
-
-/// A close frame's payload: code and reason bytes.
-fn close_payload(code: u16, reason: &[u8]) -> Vec<u8> {
-    let mut p = code.to_be_bytes().to_vec();
-    p.extend_from_slice(reason);
-    p
+    let (code, reason) = parse_close(payload);
+    Outcome::Closed { code, reason, before }
 }
 
 async fn run_http(server: &Earshot, method: &str, path: &str, headers: &[(String, String)], body: &[u8]) -> Outcome {
@@ -661,15 +539,6 @@ fn hs_with(key: &str, value: Value) -> String {
     let mut v: Value = serde_json::from_str(HANDSHAKE).unwrap();
     v[key] = value;
     v.to_string()
-}
-
-/// A WebSocket upgrade request written by hand.
-fn upgrade_request(path: &str, version: &str) -> Vec<u8> {
-    format!(
-        "GET {path} HTTP/1.1\r\nHost: HOST\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: {version}\r\n\r\n"
-    )
-    .into_bytes()
 }
 
 fn bearer(t: &str) -> String {
@@ -962,7 +831,7 @@ fn cases(ctx: &mut Ctx, revoked: String, revoked_publish: String) -> Vec<Case> {
     c.push(Case {
         cat: Tokens,
         name: "100 KB token in the query (URI too long)".into(),
-        target: Target::RawHttp(upgrade_request(&format!("{ingest_base}&token={huge}"), "13")),
+        target: Target::RawHttp(upgrade_request("HOST", &format!("{ingest_base}&token={huge}"), "13")),
         steps: vec![],
         expect: Expect::Http(414, Body::Contains("")),
     });
@@ -1020,7 +889,7 @@ fn cases(ctx: &mut Ctx, revoked: String, revoked_publish: String) -> Vec<Case> {
     c.push(Case {
         cat: Upgrade,
         name: "WebSocket version 8".into(),
-        target: Target::RawHttp(upgrade_request(&ingest_path(&t), "8")),
+        target: Target::RawHttp(upgrade_request("HOST", &ingest_path(&t), "8")),
         steps: vec![],
         expect: Expect::Http(426, Body::Contains("unsupported WebSocket version")),
     });

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use earshot_testkit::ws::{connect, next_of_type, send_binary, send_text, token, HANDSHAKE};
+use earshot_testkit::ws::{connect, handshaken, ingest_path, next_of_type, token};
 use earshot_testkit::{earshot, RedisServer};
 
 /// Default soak duration, seconds: long enough for hundreds of sessions, short for CI.
@@ -32,20 +32,13 @@ async fn round(server_ws: &dyn Fn(&str) -> String, secret: &str, r: usize) -> us
     let mut tasks = Vec::new();
     for a in 0..AGENTS {
         let meeting = format!("soak-{r}-{a}");
-        let url = server_ws(&format!(
-            "/api/v1/ws/ingest/meetings/{meeting}?source=mic&token={}",
-            token(secret, "ingest", &[&meeting])
-        ));
+        let url = server_ws(&ingest_path(&meeting, "mic", &token(secret, "ingest", &[&meeting])));
         tasks.push(tokio::spawn(async move {
-            let mut c = connect(&url, &[]).await.unwrap();
-            send_text(&mut c, HANDSHAKE).await.unwrap();
-            next_of_type(&mut c, "handshake_ack").await.unwrap();
+            let mut c = handshaken(&url).await.unwrap();
             for i in 0..25u8 {
-                send_binary(&mut c, vec![i; 640]).await.unwrap();
+                c.send_frame(vec![i; 640]).await.unwrap();
             }
-            send_text(&mut c, r#"{"type":"close_stream"}"#).await.unwrap();
-            let closed = next_of_type(&mut c, "closed").await.unwrap();
-            assert_eq!(closed["frames"], 25);
+            assert_eq!(c.close_stream().await.unwrap().frames, 25);
         }));
     }
     for w in 0..WATCHERS {

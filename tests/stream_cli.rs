@@ -176,22 +176,6 @@ fn token_minted_before_and_after_up_is_active_on_the_server() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("--scope"), "{}", explain(&out));
 }
 
-/// Every `pcm` field of the stream, in order, concatenated.
-fn stored_pcm(redis: &RedisServer, key: &str) -> Vec<u8> {
-    let client = redis::Client::open(redis.url()).unwrap();
-    let mut con = client.get_connection().unwrap();
-    let entries: redis::streams::StreamRangeReply = redis::cmd("XRANGE").arg(key).arg("-").arg("+").query(&mut con).unwrap();
-    entries
-        .ids
-        .iter()
-        .map(|e| match e.map.get("pcm") {
-            Some(redis::Value::BulkString(b)) => b.clone(),
-            other => panic!("entry {} has no pcm field: {other:?}", e.id),
-        })
-        .collect::<Vec<_>>()
-        .concat()
-}
-
 #[test]
 fn stream_stores_exactly_the_wavs_pcm_and_reports_auth_failures() {
     let redis = RedisServer::start().unwrap();
@@ -211,7 +195,7 @@ fn stream_stores_exactly_the_wavs_pcm_and_reports_auth_failures() {
         n = wav.data.len()
     );
     assert_eq!(stdout(&out).trim_end(), expected, "{}", explain(&out));
-    assert!(stored_pcm(&redis, "audio:cli-1:mic") == wav.data, "Redis holds exactly the WAV's samples");
+    assert!(redis.stored_pcm("audio:cli-1:mic").unwrap() == wav.data, "Redis holds exactly the WAV's samples");
 
     // An explicit token, the other source, real-time pacing at 8× speed.
     let token = mint(&["--scope", "ingest", "--meeting", "cli-2", "--state-dir", state]);
@@ -220,20 +204,20 @@ fn stream_stores_exactly_the_wavs_pcm_and_reports_auth_failures() {
     assert_eq!(out.status.code(), Some(0), "{}", explain(&out));
     assert!(started.elapsed() >= Duration::from_millis(300), "3 s of audio at 8× takes at least 0.375 s");
     assert!(stdout(&out).contains(": match"), "{}", explain(&out));
-    assert!(stored_pcm(&redis, "audio:cli-2:sys") == wav.data);
+    assert!(redis.stored_pcm("audio:cli-2:sys").unwrap() == wav.data);
 
     // Stdin: a WAV is recognised by its header; anything else is raw PCM.
     let wav_bytes = std::fs::read(&wav_path).unwrap();
     let stdin_args = ["stream", "-", "--meeting", "cli-4", "--url", &url, "--speed", "0", "--state-dir", state];
     let out = run_with_stdin(&stdin_args, Some(wav_bytes));
     assert_eq!(out.status.code(), Some(0), "{}", explain(&out));
-    assert!(stored_pcm(&redis, "audio:cli-4:mic") == wav.data);
+    assert!(redis.stored_pcm("audio:cli-4:mic").unwrap() == wav.data);
     let raw_args = ["stream", "-", "--meeting", "cli-5", "--url", &url, "--speed", "0", "--state-dir", state, "--sample-rate", "48000", "--channels", "2", "--frame-ms", "10"];
     let raw: Vec<u8> = (0..48_000u32 * 4 / 2).map(|i| (i % 253) as u8).collect();
     let out = run_with_stdin(&raw_args, Some(raw.clone()));
     assert_eq!(out.status.code(), Some(0), "{}", explain(&out));
     assert!(stdout(&out).starts_with("sent 50 frames / 96000 bytes; server stored 50 frames / 96000 bytes: match"), "{}", explain(&out));
-    assert!(stored_pcm(&redis, "audio:cli-5:mic") == raw);
+    assert!(redis.stored_pcm("audio:cli-5:mic").unwrap() == raw);
 
     // A bad token: the server's 1008 is reported, and the exit code says "closed by server".
     let out = run(&["stream", wav_path.to_str().unwrap(), "--meeting", "cli-3", "--url", &url, "--token", "not-a-jwt", "--speed", "0"]);
@@ -242,7 +226,7 @@ fn stream_stores_exactly_the_wavs_pcm_and_reports_auth_failures() {
     // A token for another meeting is refused the same way.
     let out = run(&["stream", wav_path.to_str().unwrap(), "--meeting", "cli-3", "--url", &url, "--token", &token, "--speed", "0"]);
     assert!(stdout(&out).starts_with("closed by server: 1008"), "{}", explain(&out));
-    assert!(stored_pcm(&redis, "audio:cli-3:mic").is_empty());
+    assert!(redis.stored_pcm("audio:cli-3:mic").unwrap().is_empty());
 
     // Tokens never reach the server's logs.
     assert!(!server.logs().join("\n").contains(&token));
@@ -276,7 +260,7 @@ fn a_slow_stream_is_kept_alive_past_the_idle_timeout() {
     let out = run(&[&args[..], &["--state-dir", server.state_dir().to_str().unwrap()]].concat());
     assert_eq!(out.status.code(), Some(0), "{}", explain(&out));
     assert_eq!(stdout(&out).trim_end(), "sent 2 frames / 8000 bytes; server stored 2 frames / 8000 bytes: match");
-    assert!(stored_pcm(&redis, "audio:slow:mic") == wav.data);
+    assert!(redis.stored_pcm("audio:slow:mic").unwrap() == wav.data);
 }
 
 /// Issue 4's walk-through as a test: `earshot stream` of the tone–silence–tone demo WAV

@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use earshot_protocol::transcript::{INTAKE_CHANNEL, MAX_SEGMENT_BYTES, MAX_TEXT_BYTES};
-use earshot_testkit::ws::{self, connect, next_json, next_of_type, send_text, token, HANDSHAKE};
+use earshot_testkit::ws::{self, connect, ingest, next_json, token};
 use earshot_testkit::{earshot, Earshot, RedisServer};
 use serde_json::{json, Value};
 
@@ -29,13 +29,8 @@ fn setup() -> Setup {
 
 impl Setup {
     /// Makes `meeting` known the way production does: a capture agent connects to it.
-    async fn known_meeting(&self, meeting: &str) -> ws::Ws {
-        let t = token(&self.secret, "ingest", &[meeting]);
-        let url = self.server.ws_url(&format!("/api/v1/ws/ingest/meetings/{meeting}?source=mic&token={t}"));
-        let mut c = connect(&url, &[]).await.unwrap();
-        send_text(&mut c, HANDSHAKE).await.unwrap();
-        next_of_type(&mut c, "handshake_ack").await.unwrap();
-        c
+    async fn known_meeting(&self, meeting: &str) -> ws::Agent {
+        ingest(&self.server, &self.secret, meeting, "mic").await.unwrap()
     }
 
     /// A `/ws/transcript/{meeting}` subscriber (no `since`), returned once its channel is
@@ -70,17 +65,14 @@ impl Setup {
 
     /// `(offset, segment JSON)` of every entry of `transcript:{meeting}`.
     fn history(&self, meeting: &str) -> Vec<(String, Value)> {
-        let client = redis::Client::open(self.redis.url()).unwrap();
-        let mut con = client.get_connection().unwrap();
-        let entries: Vec<(String, Vec<(String, String)>)> =
-            redis::cmd("XRANGE").arg(format!("transcript:{meeting}")).arg("-").arg("+").query(&mut con).unwrap();
-        entries
+        self.redis
+            .xrange(&format!("transcript:{meeting}"))
+            .unwrap()
             .into_iter()
-            .map(|(id, fields)| {
-                assert_eq!(fields.len(), 1, "one field per entry: {fields:?}");
-                let (name, value) = &fields[0];
-                assert_eq!(name, "segment");
-                (id, serde_json::from_str(value).unwrap())
+            .map(|e| {
+                assert_eq!(e.fields.len(), 1, "one field per entry: {e:?}");
+                let segment = e.text("segment").unwrap();
+                (e.id, serde_json::from_str(&segment).unwrap())
             })
             .collect()
     }
@@ -317,10 +309,7 @@ async fn without_redis_interim_segments_go_out_through_grip_publish_url() {
     // this drives the HTTP publish path (POST with an explicit Content-Length).
     let server = earshot!().start().unwrap();
     let (_, secret) = server.dev_secrets().unwrap();
-    let ingest = token(&secret, "ingest", &["nr"]);
-    let mut agent = connect(&server.ws_url(&format!("/api/v1/ws/ingest/meetings/nr?source=mic&token={ingest}")), &[]).await.unwrap();
-    send_text(&mut agent, HANDSHAKE).await.unwrap();
-    next_of_type(&mut agent, "handshake_ack").await.unwrap();
+    let _agent = ingest(&server, &secret, "nr", "mic").await.unwrap();
     let sub = token(&secret, "subscribe", &["nr"]);
     let mut watcher = connect(&server.ws_url(&format!("/api/v1/ws/transcript/nr?token={sub}")), &[]).await.unwrap();
     let publish = token(&secret, "publish", &["nr"]);

@@ -47,28 +47,7 @@ async fn handshaken(s: &Setup, meeting: &str, source: &str) -> (ws::Ws, Value) {
 }
 
 fn xrange(redis: &RedisServer, key: &str) -> Vec<(u64, Vec<u8>)> {
-    let client = redis::Client::open(redis.url()).unwrap();
-    let mut con = client.get_connection().unwrap();
-    let v: redis::Value = redis::cmd("XRANGE").arg(key).arg("-").arg("+").query(&mut con).unwrap();
-    let redis::Value::Array(entries) = v else { panic!("XRANGE: {v:?}") };
-    entries
-        .into_iter()
-        .map(|e| {
-            let redis::Value::Array(parts) = e else { panic!() };
-            let redis::Value::Array(fields) = &parts[1] else { panic!() };
-            let mut seq = 0;
-            let mut pcm = Vec::new();
-            for pair in fields.chunks(2) {
-                let (redis::Value::BulkString(k), redis::Value::BulkString(v)) = (&pair[0], &pair[1]) else { panic!() };
-                match k.as_slice() {
-                    b"seq" => seq = String::from_utf8_lossy(v).parse().unwrap(),
-                    b"pcm" => pcm = v.clone(),
-                    _ => {}
-                }
-            }
-            (seq, pcm)
-        })
-        .collect()
+    redis.audio_frames(key).unwrap().into_iter().map(|f| (f.seq, f.pcm)).collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -1,5 +1,5 @@
-//! The WAV header reader of `earshot stream` (`src/wav.rs` of the binary crate, compiled
-//! here in place since a binary crate cannot be a dependency): any file a user points it at.
+//! The capture agent's WAV header reader (`earshot_agent::wav`, what `earshot stream`
+//! opens): any file a user points it at.
 //!
 //! Properties: never panics or allocates from a declared size; an accepted header has a
 //! format the ingest protocol takes and leaves the reader inside the input; the writer's
@@ -8,11 +8,8 @@
 
 use std::io::Cursor;
 
+use earshot_agent::wav;
 use libfuzzer_sys::fuzz_target;
-
-#[path = "../../src/wav.rs"]
-#[allow(dead_code)]
-mod wav;
 
 fuzz_target!(|data: &[u8]| {
     let mut input = Cursor::new(data);

@@ -8,10 +8,8 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
-use futures::{SinkExt, StreamExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
 /// A client connection.
@@ -19,9 +17,6 @@ pub(crate) type Ws = WebSocketStream<TcpStream>;
 
 /// Longest the bench waits for a connection to open (TCP, upgrade, the server's OPEN).
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Longest the bench waits for one expected message.
-pub(crate) const REPLY_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Connections opened at once by the scenarios that hold many: enough to keep a server
 /// busy; with 256 at once Pushpin answers 502 to some upgrades (its zurl/proxy path),
@@ -169,54 +164,13 @@ fn redact(path: &str) -> String {
     }
 }
 
-/// Sends a text message.
-pub(crate) async fn send_text(ws: &mut Ws, text: &str) -> anyhow::Result<()> {
-    ws.send(Message::text(text)).await.context("sending text")
-}
+/// A capture agent's stream over a dialed connection: `earshot_agent`'s ingest client,
+/// the same one `earshot stream` and the tests use.
+pub(crate) type Agent = earshot_agent::Session<TcpStream>;
 
-/// The next text message (skipping control frames) within `within`; a close is an error
-/// that names its code and reason.
-pub(crate) async fn next_text(ws: &mut Ws, within: Duration) -> anyhow::Result<String> {
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        let msg = tokio::time::timeout_at(deadline, ws.next())
-            .await
-            .map_err(|_| anyhow!("no message within {within:?}"))?;
-        match msg {
-            Some(Ok(Message::Text(t))) => return Ok(t.to_string()),
-            Some(Ok(Message::Close(f))) => bail!("closed: {}", close_text(f.as_ref())),
-            Some(Ok(_)) => continue,
-            Some(Err(e)) => bail!("connection error: {e}"),
-            None => bail!("connection ended"),
-        }
-    }
-}
-
-/// Reads until the server closes (answering its close), within `within`.
-pub(crate) async fn until_closed(ws: &mut Ws, within: Duration) -> anyhow::Result<()> {
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        match tokio::time::timeout_at(deadline, ws.next()).await {
-            Err(_) => bail!("not closed within {within:?}"),
-            Ok(None | Some(Err(_))) => return Ok(()),
-            Ok(Some(Ok(Message::Close(_)))) => {
-                // tungstenite queues the close reply; flush it so the server sees it.
-                let _ = tokio::time::timeout_at(deadline, ws.flush()).await;
-                return Ok(());
-            }
-            Ok(Some(Ok(_))) => continue,
-        }
-    }
-}
-
-/// `code reason` of a close frame.
-pub(crate) fn close_text(
-    f: Option<&tokio_tungstenite::tungstenite::protocol::CloseFrame>,
-) -> String {
-    match f {
-        Some(f) => format!("{} {}", u16::from(f.code), f.reason),
-        None => "without a code".into(),
-    }
+/// Handshakes 16 kHz mono PCM (the bench's audio) on `ws`.
+pub(crate) async fn handshake(ws: Ws) -> anyhow::Result<Agent> {
+    Ok(earshot_agent::Session::handshake(ws, earshot_agent::PcmFormat::MONO_16K).await?)
 }
 
 /// Mints a token for `scope` on `meetings` with the server's signing secret.

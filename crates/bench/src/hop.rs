@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use futures::future::join_all;
 
-use crate::client::{self, next_text, send_text, until_closed, Dialer, Ws, REPLY_TIMEOUT};
+use crate::client::{self, Agent, Dialer, Ws};
 use crate::config::Sizes;
 use crate::report::{latency_us, Runs};
 use crate::systems::System;
@@ -28,8 +28,6 @@ pub(crate) struct HopRuns {
     /// Connection open (TCP + upgrade, incl. the OPEN event) p50 in µs, one at a time.
     pub(crate) open_p50_us: Runs,
 }
-
-const HANDSHAKE: &str = earshot_testkit::ws::HANDSHAKE;
 
 struct Batch {
     conns: Vec<Ws>,
@@ -76,24 +74,10 @@ async fn open_batch(
     Ok(batch)
 }
 
-async fn handshake(ws: &mut Ws) -> anyhow::Result<()> {
-    send_text(ws, HANDSHAKE).await?;
-    loop {
-        let t = next_text(ws, REPLY_TIMEOUT).await?;
-        if t.contains("\"handshake_ack\"") {
-            return Ok(());
-        }
-    }
-}
-
 /// Ends a batch cleanly (`close_stream` → `closed` → close) so nothing of it is still
 /// being processed when the next batch is timed.
-async fn close_batch(batch: Batch) -> anyhow::Result<()> {
-    let closes = batch.conns.into_iter().map(|mut ws| async move {
-        send_text(&mut ws, r#"{"type":"close_stream"}"#).await?;
-        until_closed(&mut ws, REPLY_TIMEOUT).await
-    });
-    for r in join_all(closes).await {
+async fn close_batch(agents: Vec<Agent>) -> anyhow::Result<()> {
+    for r in join_all(agents.into_iter().map(Agent::close_stream)).await {
         r?;
     }
     Ok(())
@@ -111,11 +95,11 @@ pub(crate) async fn run(sys: &System, sizes: &Sizes, runs: &mut HopRuns) -> anyh
         false,
     )
     .await?;
-    let mut warm = warm;
-    for ws in &mut warm.conns {
-        handshake(ws).await?;
+    let mut agents = Vec::with_capacity(warm.conns.len());
+    for ws in warm.conns {
+        agents.push(client::handshake(ws).await?);
     }
-    close_batch(warm).await?;
+    close_batch(agents).await?;
 
     for rep in 0..sizes.reps {
         eprintln!("  hop {}: run {}/{}", sys.name, rep + 1, sizes.reps);
@@ -124,7 +108,7 @@ pub(crate) async fn run(sys: &System, sizes: &Sizes, runs: &mut HopRuns) -> anyh
         let mut lat = Vec::new();
         let mut open = Vec::new();
         for b in 0..sizes.hop_latency_samples.div_ceil(sizes.hop_batch) {
-            let mut batch = open_batch(
+            let batch = open_batch(
                 &dialer,
                 sys,
                 &format!("hopl-{stamp}-{b}"),
@@ -133,18 +117,19 @@ pub(crate) async fn run(sys: &System, sizes: &Sizes, runs: &mut HopRuns) -> anyh
             )
             .await?;
             open.extend_from_slice(&batch.open_ns);
-            for ws in &mut batch.conns {
+            let mut agents = Vec::with_capacity(batch.conns.len());
+            for ws in batch.conns {
                 let t0 = Instant::now();
-                handshake(ws).await?;
+                agents.push(client::handshake(ws).await?);
                 lat.push(t0.elapsed().as_nanos() as u64);
             }
-            close_batch(batch).await?;
+            close_batch(agents).await?;
         }
         // Throughput: a whole batch in flight at once; only the handshakes are timed.
         let mut timed = 0.0;
         let mut done = 0usize;
         for b in 0..sizes.hop_throughput_events.div_ceil(sizes.hop_batch) {
-            let mut batch = open_batch(
+            let batch = open_batch(
                 &dialer,
                 sys,
                 &format!("hopt-{stamp}-{b}"),
@@ -153,12 +138,11 @@ pub(crate) async fn run(sys: &System, sizes: &Sizes, runs: &mut HopRuns) -> anyh
             )
             .await?;
             let t0 = Instant::now();
-            for r in join_all(batch.conns.iter_mut().map(handshake)).await {
-                r?;
-            }
+            let handshaken = join_all(batch.conns.into_iter().map(client::handshake)).await;
             timed += t0.elapsed().as_secs_f64();
-            done += batch.conns.len();
-            close_batch(batch).await?;
+            let agents = handshaken.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
+            done += agents.len();
+            close_batch(agents).await?;
         }
         sys.check_alive()?;
         let (p50, p99, _) = latency_us(&mut lat).unwrap_or((f64::NAN, f64::NAN, f64::NAN));

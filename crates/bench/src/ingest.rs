@@ -11,14 +11,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use earshot_protocol::ingest::ServerMessage;
-use futures::{SinkExt, StreamExt};
+use earshot_agent::{AgentError, Event};
+use futures::StreamExt;
 use tokio::time::Instant;
-use tokio_tungstenite::tungstenite::Message;
 
-use crate::client::{
-    self, close_text, next_text, send_text, until_closed, Dialer, Ws, REPLY_TIMEOUT,
-};
+use crate::client::{self, Agent, Dialer};
 use crate::config::Sizes;
 use crate::procfs::CpuMeter;
 use crate::report::{latency_us, percentile, Runs};
@@ -81,23 +78,17 @@ struct Outcome {
     late_ns: Vec<u64>,
 }
 
-async fn open_stream(dialer: &Dialer, secret: &str, meeting: &str) -> anyhow::Result<Ws> {
+async fn open_stream(dialer: &Dialer, secret: &str, meeting: &str) -> anyhow::Result<Agent> {
     let token = client::token(secret, "ingest", &[meeting]);
-    let mut ws = dialer
+    let ws = dialer
         .connect(&format!(
             "/api/v1/ws/ingest/meetings/{meeting}?source=mic&token={token}"
         ))
         .await?;
-    send_text(&mut ws, earshot_testkit::ws::HANDSHAKE).await?;
-    loop {
-        let t = next_text(&mut ws, REPLY_TIMEOUT).await?;
-        if t.contains("\"handshake_ack\"") {
-            return Ok(ws);
-        }
-    }
+    client::handshake(ws).await
 }
 
-async fn stream(mut ws: Ws, frame: Arc<Vec<u8>>, frames: usize, start: Instant) -> Outcome {
+async fn stream(mut agent: Agent, frame: Arc<Vec<u8>>, frames: usize, start: Instant) -> Outcome {
     let mut sent_at: Vec<u64> = Vec::with_capacity(frames);
     let mut ack_ns = Vec::with_capacity(frames);
     let mut late_ns = Vec::with_capacity(frames);
@@ -116,42 +107,38 @@ async fn stream(mut ws: Ws, frame: Arc<Vec<u8>>, frames: usize, start: Instant) 
             at = tick.tick(), if sent_at.len() < frames => {
                 let now = client::now_ns();
                 late_ns.push(at.elapsed().as_nanos() as u64);
-                if let Err(e) = ws.send(Message::binary(frame.to_vec())).await {
+                if let Err(e) = agent.send_frame(frame.to_vec()).await {
                     return fail(format!("send failed: {e}"), ack_ns, late_ns);
                 }
                 sent_at.push(now);
                 if sent_at.len() == frames {
-                    if let Err(e) = send_text(&mut ws, r#"{"type":"close_stream"}"#).await {
+                    if let Err(e) = agent.request_close().await {
                         return fail(format!("close_stream failed: {e}"), ack_ns, late_ns);
                     }
                 }
             }
-            msg = ws.next() => {
+            event = agent.next_event() => {
                 let now = client::now_ns();
-                match msg {
-                    Some(Ok(Message::Text(t))) => match serde_json::from_str::<ServerMessage>(&t) {
-                        Ok(ServerMessage::Ack { frames: n, .. }) => {
-                            let n = (n as usize).min(sent_at.len());
-                            ack_ns.extend(sent_at[acked.min(n)..n].iter().map(|s| now.saturating_sub(*s)));
-                            acked = acked.max(n);
-                        }
-                        Ok(ServerMessage::Closed { frames: n, bytes }) => {
-                            let n = n as usize;
-                            ack_ns.extend(sent_at[acked.min(n).min(sent_at.len())..n.min(sent_at.len())].iter().map(|s| now.saturating_sub(*s)));
-                            let _ = until_closed(&mut ws, REPLY_TIMEOUT).await;
-                            let want = (frames, (frames * FRAME_BYTES) as u64);
-                            return if (n, bytes) == want {
-                                Outcome { ok: Ok(()), ack_ns, late_ns }
-                            } else {
-                                fail(format!("closed totals {n} frames / {bytes} bytes, sent {} / {}", want.0, want.1), ack_ns, late_ns)
-                            };
-                        }
-                        _ => {}
-                    },
-                    Some(Ok(Message::Close(f))) => return fail(format!("closed early: {}", close_text(f.as_ref())), ack_ns, late_ns),
-                    Some(Ok(_)) => {}
-                    Some(Err(e)) => return fail(format!("connection error: {e}"), ack_ns, late_ns),
-                    None => return fail("connection ended".into(), ack_ns, late_ns),
+                match event {
+                    Ok(Event::Ack(t)) => {
+                        let n = (t.frames as usize).min(sent_at.len());
+                        ack_ns.extend(sent_at[acked.min(n)..n].iter().map(|s| now.saturating_sub(*s)));
+                        acked = acked.max(n);
+                    }
+                    Ok(Event::Closed(t)) => {
+                        let (n, bytes) = (t.frames as usize, t.bytes);
+                        ack_ns.extend(sent_at[acked.min(n).min(sent_at.len())..n.min(sent_at.len())].iter().map(|s| now.saturating_sub(*s)));
+                        // The totals are the verdict; how the close frame comes is not timed.
+                        let _ = agent.wait_close_frame(t).await;
+                        let want = (frames, (frames * FRAME_BYTES) as u64);
+                        return if (n, bytes) == want {
+                            Outcome { ok: Ok(()), ack_ns, late_ns }
+                        } else {
+                            fail(format!("closed totals {n} frames / {bytes} bytes, sent {} / {}", want.0, want.1), ack_ns, late_ns)
+                        };
+                    }
+                    Err(AgentError::Closed { code, reason, .. }) => return fail(format!("closed early: {code} {reason}"), ack_ns, late_ns),
+                    Err(e) => return fail(format!("connection error: {e}"), ack_ns, late_ns),
                 }
             }
             _ = tokio::time::sleep_until(deadline) => return fail("no closed totals in time".into(), ack_ns, late_ns),

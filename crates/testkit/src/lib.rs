@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context};
 
 pub mod pushpin;
+pub mod raw_ws;
+pub mod redis_stream;
 pub mod ws;
 
 /// How long a started `earshot` may take to print its startup line. A cold start

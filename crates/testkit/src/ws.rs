@@ -87,8 +87,50 @@ pub async fn send_binary(ws: &mut Ws, data: Vec<u8>) -> anyhow::Result<()> {
     ws.send(Message::binary(data)).await.context("sending binary")
 }
 
-/// The design's handshake for 16 kHz mono PCM.
+/// The design's handshake for 16 kHz mono PCM, as text (for tests that send it raw; the
+/// [`ingest`] helpers send the agent's own).
 pub const HANDSHAKE: &str = r#"{"type":"handshake","protocol":1,"encoding":"pcm_s16le","sample_rate":16000,"channels":1}"#;
+
+/// A capture agent's stream as the tests drive it: `earshot_agent`'s one ingest client.
+pub type Agent = earshot_agent::Session<MaybeTlsStream<TcpStream>>;
+
+/// `/api/v1/ws/ingest/meetings/{meeting}?source={source}&token={token}`.
+pub fn ingest_path(meeting: &str, source: &str, token: &str) -> String {
+    format!("/api/v1/ws/ingest/meetings/{meeting}?source={source}&token={token}")
+}
+
+/// Connects to the ingest `url` (token in its query) and completes the 16 kHz mono
+/// handshake.
+pub async fn handshaken(url: &str) -> anyhow::Result<Agent> {
+    let ws = connect(url, &[]).await?;
+    earshot_agent::Session::handshake(ws, earshot_agent::PcmFormat::MONO_16K)
+        .await
+        .with_context(|| format!("handshake on {}", redact(url)))
+}
+
+/// A handshaken ingest stream on `server` for `meeting`/`source`, with an `ingest`
+/// token signed with `secret`.
+pub async fn ingest(server: &crate::Earshot, secret: &str, meeting: &str, source: &str) -> anyhow::Result<Agent> {
+    let t = token(secret, "ingest", &[meeting]);
+    handshaken(&server.ws_url(&ingest_path(meeting, source, &t))).await
+}
+
+/// The agent's next ack or `closed` within [`WS_WAIT`]; a close is an error
+/// (`earshot_agent::AgentError::Closed`, downcast it for the code).
+pub async fn next_event(agent: &mut Agent) -> anyhow::Result<earshot_agent::Event> {
+    match tokio::time::timeout(WS_WAIT, agent.next_event()).await {
+        Err(_) => bail!("no ack or closed within {WS_WAIT:?}"),
+        Ok(r) => Ok(r?),
+    }
+}
+
+/// A URL with its token removed, for error messages.
+fn redact(url: &str) -> String {
+    match url.split_once("token=") {
+        Some((head, _)) => format!("{head}token=…"),
+        None => url.to_owned(),
+    }
+}
 
 /// Mints a token signed with `secret` (as the server's issuer would).
 pub fn token(secret: &str, scope: &str, meetings: &[&str]) -> String {
@@ -112,4 +154,28 @@ fn rand_suffix() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
     N.fetch_add(1, Ordering::Relaxed)
+}
+
+#[cfg(test)]
+mod tests {
+    use earshot_protocol::ingest::{ClientMessage, Handshake, ENCODING_PCM_S16LE, PROTOCOL_VERSION};
+
+    use super::*;
+
+    #[test]
+    fn the_raw_handshake_is_the_one_the_agent_sends() {
+        let agents = ClientMessage::Handshake(Handshake {
+            protocol: PROTOCOL_VERSION,
+            encoding: ENCODING_PCM_S16LE.into(),
+            sample_rate: 16_000,
+            channels: 1,
+        });
+        assert_eq!(ClientMessage::parse(HANDSHAKE).unwrap(), agents);
+    }
+
+    #[test]
+    fn tokens_stay_out_of_error_messages() {
+        assert_eq!(redact("ws://h/x?source=mic&token=abc.def"), "ws://h/x?source=mic&token=…");
+        assert_eq!(ingest_path("m", "mic", "t"), "/api/v1/ws/ingest/meetings/m?source=mic&token=t");
+    }
 }

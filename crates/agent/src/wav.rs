@@ -1,5 +1,5 @@
-//! A tiny RIFF/WAVE reader and writer for 16-bit PCM: `earshot stream` reads the header
-//! and then streams the `data` chunk without loading the file, `earshot demo-wav` writes
+//! A tiny RIFF/WAVE reader and writer for 16-bit PCM: the agent reads the header and
+//! then streams the `data` chunk without loading the file; the demo generator writes
 //! test audio. Only what the ingest protocol takes is accepted (`earshot_protocol::ingest`).
 
 use std::io::{self, Read, Write};
@@ -23,16 +23,19 @@ const MAX_CHUNKS_BEFORE_DATA: usize = 1024;
 
 /// The audio format of a stream of interleaved little-endian 16-bit samples.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct PcmFormat {
+pub struct PcmFormat {
     /// Samples per second.
-    pub(crate) sample_rate: u32,
+    pub sample_rate: u32,
     /// Interleaved channels.
-    pub(crate) channels: u16,
+    pub channels: u16,
 }
 
 impl PcmFormat {
+    /// 16 kHz mono: what capture agents send by default (DESIGN.md's handshake example).
+    pub const MONO_16K: PcmFormat = PcmFormat { sample_rate: 16_000, channels: 1 };
+
     /// Checks the format against what the ingest protocol takes.
-    pub(crate) fn validate(self) -> Result<Self, WavError> {
+    pub fn validate(self) -> Result<Self, WavError> {
         if !SAMPLE_RATES.contains(&self.sample_rate) {
             return Err(WavError::UnsupportedSampleRate(self.sample_rate));
         }
@@ -43,19 +46,19 @@ impl PcmFormat {
     }
 
     /// Bytes of one sample frame (one sample of every channel).
-    pub(crate) fn block_align(self) -> usize {
+    pub fn block_align(self) -> usize {
         2 * usize::from(self.channels)
     }
 
     /// Bytes of one second of audio.
-    pub(crate) fn bytes_per_second(self) -> u64 {
+    pub fn bytes_per_second(self) -> u64 {
         u64::from(self.sample_rate) * self.block_align() as u64
     }
 }
 
 /// Why a WAV header was refused.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum WavError {
+pub enum WavError {
     /// Reading failed.
     #[error("reading: {0}")]
     Io(#[from] io::Error),
@@ -100,15 +103,15 @@ fn rates() -> String {
 
 /// A parsed header: the format and where the samples are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct WavHeader {
+pub struct WavHeader {
     /// The samples' format.
-    pub(crate) format: PcmFormat,
+    pub format: PcmFormat,
     /// Bytes of the `data` chunk, or `None` when the writer did not know (read to the end).
-    pub(crate) data_len: Option<u64>,
+    pub data_len: Option<u64>,
 }
 
 /// Reads a WAV header from `input`, leaving it positioned at the first sample.
-pub(crate) fn read_header(input: &mut impl Read) -> Result<WavHeader, WavError> {
+pub fn read_header(input: &mut impl Read) -> Result<WavHeader, WavError> {
     let mut riff = [0u8; 12];
     read_full(input, &mut riff)?;
     match &riff[0..4] {
@@ -196,7 +199,7 @@ fn skip(input: &mut impl Read, n: u64) -> Result<(), WavError> {
 }
 
 /// Reads up to `buf.len()` bytes, stopping early only at the end of input.
-pub(crate) fn read_up_to(input: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+pub fn read_up_to(input: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     let mut filled = 0;
     while filled < buf.len() {
         match input.read(&mut buf[filled..]) {
@@ -210,7 +213,7 @@ pub(crate) fn read_up_to(input: &mut impl Read, buf: &mut [u8]) -> io::Result<us
 }
 
 /// The 44-byte header of a canonical PCM WAV holding `data_len` bytes of samples.
-pub(crate) fn header_bytes(format: PcmFormat, data_len: u32) -> [u8; 44] {
+pub fn header_bytes(format: PcmFormat, data_len: u32) -> [u8; 44] {
     let block_align = format.block_align() as u16;
     let byte_rate = format.sample_rate * u32::from(block_align);
     let mut h = [0u8; 44];
@@ -231,7 +234,7 @@ pub(crate) fn header_bytes(format: PcmFormat, data_len: u32) -> [u8; 44] {
 }
 
 /// Writes a canonical PCM WAV of `samples` (interleaved).
-pub(crate) fn write_wav(out: &mut impl Write, format: PcmFormat, samples: &[i16]) -> io::Result<()> {
+pub fn write_wav(out: &mut impl Write, format: PcmFormat, samples: &[i16]) -> io::Result<()> {
     let data_len = u32::try_from(samples.len() * 2)
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "more audio than a WAV file holds (4 GiB)"))?;
     out.write_all(&header_bytes(format, data_len))?;
