@@ -8,7 +8,7 @@ use anyhow::Context;
 use earshot_auth::{IssueError, IssueRequest, Issuer, ALL_MEETINGS, DEFAULT_AUDIENCE, DEFAULT_MAX_TOKEN_TTL_S, DEFAULT_TOKEN_TTL_S};
 use earshot_host::variables::env_name;
 
-use crate::secrets;
+use earshot_server::secrets;
 
 /// Where `earshot up` keeps its state when `--kv-path` is left alone.
 const DEFAULT_STATE_DIR: &str = ".earshot";

@@ -287,7 +287,9 @@ fn raw_closed(payload: &[u8], before: Vec<String>) -> Outcome {
 
 async fn run_http(server: &Earshot, method: &str, path: &str, headers: &[(String, String)], body: &[u8]) -> Outcome {
     let client = reqwest::Client::builder().timeout(WS_WAIT).build().expect("client");
-    let mut req = client.request(method.parse().expect("method"), server.url(path));
+    // The GRIP publish endpoint lives on the internal listener, never the public one.
+    let url = if path.starts_with("/publish") { server.internal_url(path) } else { server.url(path) };
+    let mut req = client.request(method.parse().expect("method"), url);
     for (k, v) in headers {
         req = req.header(k.as_str(), v.as_str());
     }

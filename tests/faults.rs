@@ -103,7 +103,7 @@ async fn redis_killed_mid_stream_then_restarted() {
     let client = reqwest::Client::new();
     let deadline = Instant::now() + RECOVERY_BOUND;
     loop {
-        let _ = client.post(server.url("/publish/")).json(&body).send().await;
+        let _ = client.post(server.internal_url("/publish/")).json(&body).send().await;
         if let Ok(Ok(v)) = tokio::time::timeout(Duration::from_millis(300), next_of_type(&mut watcher, "after-outage")).await {
             assert_eq!(v["type"], "after-outage");
             break;

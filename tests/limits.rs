@@ -81,7 +81,7 @@ async fn flood(server: &earshot_testkit::Earshot, channel: &str, mut healthy: ea
                 serde_json::json!({"channel": channel, "formats": {"ws-message": {"content": content}}})
             })
             .collect();
-        let resp = client.post(server.url("/publish/")).json(&serde_json::json!({"items": items})).send().await.unwrap();
+        let resp = client.post(server.internal_url("/publish/")).json(&serde_json::json!({"items": items})).send().await.unwrap();
         assert_eq!(resp.status().as_u16(), 200);
     }
     let mut lat = tokio::time::timeout(Duration::from_secs(60), reader).await.expect("healthy reader finished").unwrap();

@@ -67,7 +67,7 @@ async fn churn_returns_to_baseline() {
     let server = earshot!().redis(redis.url()).start().unwrap();
     let (_, secret) = server.dev_secrets().unwrap();
     let ws = |p: &str| server.ws_url(p);
-    let metrics_url = server.url("/metrics");
+    let metrics_url = server.internal_url("/metrics");
 
     // Warm up (instance pool, allocator, Redis connections), then take the baseline.
     round(&ws, &secret, 0).await;

@@ -306,7 +306,7 @@ async fn grip_publish_reaches_subscribers_across_two_relays() {
     let mut on_a = connect(&a.ws_url(&format!("/api/v1/ws/meetings/fan?token={sub}")), &[]).await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let body = serde_json::json!({"items": [{"channel": "meeting:fan", "formats": {"ws-message": {"content": "{\"type\":\"hello\"}"}}}]});
-    let resp = reqwest::Client::new().post(a.url("/publish/")).json(&body).send().await.unwrap();
+    let resp = reqwest::Client::new().post(a.internal_url("/publish/")).json(&body).send().await.unwrap();
     assert_eq!(resp.status().as_u16(), 200);
     assert_eq!(next_of_type(&mut on_b, "hello").await.unwrap()["type"], "hello", "published on A, received on B");
     assert_eq!(next_of_type(&mut on_a, "hello").await.unwrap()["type"], "hello", "and on A");

@@ -138,6 +138,8 @@ async fn start_once(bin: &Path, manifest: &Path, cache: &Path, redis: &str) -> a
         .args([
             "--listen",
             &format!("127.0.0.1:{port}"),
+            "--internal-listen",
+            "127.0.0.1:0",
             "--redis",
             redis,
             "--manifest",

@@ -121,7 +121,8 @@ impl Launcher {
     /// second Earshot process: the same relay code with a network hop instead of a call.
     pub(crate) fn earshot_http_backend(&self) -> anyhow::Result<System> {
         let (redis, redis_pid) = redis()?;
-        let (components, backend_pid) = earshot_child(self.builder(&redis))?;
+        // The relay posts WebSocket-over-HTTP events to this one's public port.
+        let (components, backend_pid) = earshot_child(self.builder(&redis).env("EARSHOT_PUBLIC_WS_OVER_HTTP", "true"))?;
         let (_, secret) = components.dev_secrets()?;
         // The relay signs `Grip-Sig` with the key the components check.
         let sig_key = components.dev_secret("grip_sig_key")?;
@@ -148,7 +149,8 @@ impl Launcher {
     /// components answer Pushpin's WebSocket-over-HTTP requests (`over_http`).
     pub(crate) fn pushpin(&self) -> anyhow::Result<System> {
         let (redis, redis_pid) = redis()?;
-        let (server, backend_pid) = earshot_child(self.builder(&redis))?;
+        // Pushpin posts WebSocket-over-HTTP events to the public port.
+        let (server, backend_pid) = earshot_child(self.builder(&redis).env("EARSHOT_PUBLIC_WS_OVER_HTTP", "true"))?;
         let (_, secret) = server.dev_secrets()?;
         let sig_key = server.dev_secret("grip_sig_key")?;
         let before_pp = procfs::my_children_named("pushpin");

@@ -14,6 +14,7 @@ use anyhow::{anyhow, bail, Context};
 pub mod pushpin;
 pub mod raw_ws;
 pub mod redis_stream;
+mod server;
 pub mod ws;
 
 /// How long a started `earshot` may take to print its startup line. A cold start
@@ -187,6 +188,7 @@ pub struct EarshotBuilder {
     redis: Option<String>,
     env: Vec<(String, String)>,
     state_dir: Option<PathBuf>,
+    private_redis: bool,
 }
 
 /// Starts `earshot up` from the binary cargo built for this test crate.
@@ -206,7 +208,15 @@ impl EarshotBuilder {
             redis: None,
             env: Vec::new(),
             state_dir: None,
+            private_redis: false,
         }
+    }
+
+    /// Without [`EarshotBuilder::redis`], lets `earshot up` start its private
+    /// `redis-server` (the embedded default) instead of running without Redis.
+    pub fn private_redis(mut self) -> Self {
+        self.private_redis = true;
+        self
     }
 
     /// Runs another manifest.
@@ -233,6 +243,34 @@ impl EarshotBuilder {
         self
     }
 
+    /// Builds the components and starts the server library in this process, both
+    /// listeners on port 0. `SPIN_VARIABLE_*` set with [`EarshotBuilder::env`] become
+    /// application variables; other environment settings are the binary's only.
+    pub fn start_in_process(self) -> anyhow::Result<Earshot> {
+        build_components()?;
+        let temp = tempfile::tempdir()?;
+        let state_dir = self.state_dir.clone().unwrap_or_else(|| temp.path().to_path_buf());
+        let mut config = earshot_server::ServerConfig::for_tests(&self.manifest, &state_dir);
+        config.redis = self.redis.clone();
+        for (k, v) in &self.env {
+            let Some(name) = k.strip_prefix("SPIN_VARIABLE_") else {
+                bail!("{k}: only SPIN_VARIABLE_* settings apply to an in-process server");
+            };
+            config.variables.insert(name.to_ascii_lowercase(), v.clone());
+        }
+        let logs = Arc::new(Mutex::new(Vec::<String>::new()));
+        let server = server::InProcess::start(config, logs.clone())?;
+        Ok(Earshot {
+            child: None,
+            addr: server.public,
+            internal_addr: server.internal,
+            in_process: Some(server),
+            logs,
+            _temp: temp,
+            state_dir,
+        })
+    }
+
     /// Builds the components, starts the server on port 0 and waits for its startup line.
     pub fn start(self) -> anyhow::Result<Earshot> {
         build_components()?;
@@ -240,7 +278,7 @@ impl EarshotBuilder {
         let state_dir = self.state_dir.clone().unwrap_or_else(|| temp.path().to_path_buf());
         let mut cmd = Command::new(&self.bin);
         cmd.arg("up")
-            .args(["--listen", "127.0.0.1:0", "--manifest"])
+            .args(["--listen", "127.0.0.1:0", "--internal-listen", "127.0.0.1:0", "--manifest"])
             .arg(&self.manifest)
             .arg("--kv-path")
             .arg(state_dir.join("kv.db"))
@@ -249,15 +287,22 @@ impl EarshotBuilder {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        if let Some(url) = &self.redis {
-            cmd.args(["--redis", url]);
+        match &self.redis {
+            Some(url) => {
+                cmd.args(["--redis", url]);
+            }
+            // Tests without Redis mean it: no private redis-server either, unless asked.
+            None if !self.private_redis => {
+                cmd.arg("--no-private-redis");
+            }
+            None => {}
         }
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn().with_context(|| format!("starting {}", self.bin.display()))?;
         let logs = Arc::new(Mutex::new(Vec::<String>::new()));
-        let (tx, rx) = std::sync::mpsc::channel::<SocketAddr>();
+        let (tx, rx) = std::sync::mpsc::channel::<(SocketAddr, SocketAddr)>();
         let stdout = child.stdout.take().expect("piped stdout");
         let stderr = child.stderr.take().expect("piped stderr");
         {
@@ -283,8 +328,8 @@ impl EarshotBuilder {
         }
         let deadline = Instant::now() + STARTUP_TIMEOUT;
         loop {
-            if let Ok(addr) = rx.recv_timeout(Duration::from_millis(100)) {
-                return Ok(Earshot { child: Some(child), addr, logs, _temp: temp, state_dir });
+            if let Ok((addr, internal_addr)) = rx.recv_timeout(Duration::from_millis(100)) {
+                return Ok(Earshot { child: Some(child), in_process: None, addr, internal_addr, logs, _temp: temp, state_dir });
             }
             if let Some(status) = child.try_wait()? {
                 // Give the reader threads a moment to collect the last lines.
@@ -299,19 +344,24 @@ impl EarshotBuilder {
     }
 }
 
-/// The address in the `"event":"listening"` startup line, if this is it.
-fn listening_address(line: &str) -> Option<SocketAddr> {
+/// The public and internal addresses in the `"event":"listening"` startup line, if
+/// this is it.
+fn listening_address(line: &str) -> Option<(SocketAddr, SocketAddr)> {
     let v: serde_json::Value = serde_json::from_str(line).ok()?;
     if v.get("event")?.as_str()? != "listening" {
         return None;
     }
-    v.get("address")?.as_str()?.parse().ok()
+    let public = v.get("address")?.as_str()?.parse().ok()?;
+    let internal = v.get("internal_address")?.as_str()?.parse().ok()?;
+    Some((public, internal))
 }
 
-/// A running `earshot up`, killed on drop.
+/// A running `earshot up` (a process, killed on drop, or in-process, drained on drop).
 pub struct Earshot {
     child: Option<Child>,
+    in_process: Option<server::InProcess>,
     addr: SocketAddr,
+    internal_addr: SocketAddr,
     logs: Arc<Mutex<Vec<String>>>,
     _temp: tempfile::TempDir,
     state_dir: PathBuf,
@@ -326,6 +376,16 @@ impl Earshot {
     /// `http://<addr><path>`.
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
+    }
+
+    /// The internal listener's address (`/publish/`, `/metrics`).
+    pub fn internal_addr(&self) -> SocketAddr {
+        self.internal_addr
+    }
+
+    /// `http://<internal addr><path>`: the GRIP publish endpoint and metrics.
+    pub fn internal_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.internal_addr)
     }
 
     /// `ws://<addr><path>`.
@@ -359,9 +419,9 @@ impl Earshot {
         v.get(name).and_then(|s| s.as_str()).map(str::to_owned).ok_or_else(|| anyhow!("no {name} in dev-secrets.json"))
     }
 
-    /// Sends SIGTERM and waits (bounded) for the exit status.
+    /// Sends SIGTERM and waits (bounded) for the exit status (a process only).
     pub fn sigterm(&mut self, within: Duration) -> anyhow::Result<ExitStatus> {
-        let child = self.child.as_mut().ok_or_else(|| anyhow!("already stopped"))?;
+        let child = self.child.as_mut().ok_or_else(|| anyhow!("not a running process"))?;
         let pid = i32::try_from(child.id())?;
         // SAFETY: sending a signal to our own child process by pid.
         #[allow(unsafe_code)]
@@ -383,8 +443,20 @@ impl Earshot {
     }
 }
 
+impl Earshot {
+    /// Stops an in-process server the way SIGTERM stops the binary: every WebSocket
+    /// closes with 1001, in-flight requests drain.
+    pub fn shutdown(&mut self) -> anyhow::Result<()> {
+        match self.in_process.as_mut() {
+            Some(server) => server.stop(),
+            None => bail!("not an in-process server (use sigterm)"),
+        }
+    }
+}
+
 impl Drop for Earshot {
     fn drop(&mut self) {
+        self.in_process.take();
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();

@@ -21,7 +21,7 @@ const DEV_SECRET_BYTES: usize = 32;
 const DEV_SECRET_VARIABLES: [&str; 3] = ["jwt_secret", "admin_key", "grip_sig_key"];
 
 /// The file holding the generated values.
-pub(crate) fn dev_secrets_path(state_dir: &Path) -> PathBuf {
+pub fn dev_secrets_path(state_dir: &Path) -> PathBuf {
     state_dir.join("dev-secrets.json")
 }
 
@@ -101,7 +101,7 @@ fn load(path: &Path) -> anyhow::Result<Option<DevSecrets>> {
 
 /// The HS256 secret `earshot up` in `state_dir` signs with: `SPIN_VARIABLE_JWT_SECRET` when
 /// set, else the development one (created now if this is the first run).
-pub(crate) fn jwt_secret(state_dir: &Path) -> anyhow::Result<String> {
+pub fn jwt_secret(state_dir: &Path) -> anyhow::Result<String> {
     match std::env::var(earshot_host::variables::env_name("jwt_secret")) {
         Ok(secret) => Ok(secret),
         Err(_) => Ok(load_or_create(state_dir)?.jwt_secret),
