@@ -1,18 +1,40 @@
 //! The embedded host runs what `spin.toml` says, and refuses what Spin refuses.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use earshot_host::kv::SqliteKv;
+use earshot_host::{App, HostConfig};
 use earshot_testkit::{build_components, earshot, repo_root};
+
+/// The repository's manifests: `spin.toml` (self-hosted, with the Redis trigger),
+/// `spin-cloud.toml` (HTTP intake only) and any other `spin*.toml` at the root.
+fn root_manifests() -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(repo_root())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            name.starts_with("spin") && name.ends_with(".toml")
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+/// `text` with component sources pointing at the freshly built .wasm files.
+fn with_built_sources(text: &str) -> String {
+    let wasm_dir = build_components().unwrap();
+    text.replace(
+        "source = \"components/target/wasm32-wasip2/release/",
+        &format!("source = \"{}/", wasm_dir.display()),
+    )
+}
 
 /// Copies the repository's spin.toml into a temp dir, with absolute component
 /// sources, then applies `edit`.
 fn manifest_copy(edit: impl FnOnce(String) -> String) -> (tempfile::TempDir, std::path::PathBuf) {
-    let wasm_dir = build_components().unwrap();
-    let text = std::fs::read_to_string(repo_root().join("spin.toml")).unwrap();
-    let text = text.replace(
-        "source = \"components/target/wasm32-wasip2/release/",
-        &format!("source = \"{}/", wasm_dir.display()),
-    );
+    let text = with_built_sources(&std::fs::read_to_string(repo_root().join("spin.toml")).unwrap());
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("spin.toml");
     std::fs::write(&path, edit(text)).unwrap();
@@ -83,26 +105,86 @@ fn a_key_value_label_the_host_lacks_fails_at_load() {
 }
 
 #[test]
-fn spin_toml_holds_only_keys_spin_accepts() {
+fn every_manifest_holds_only_keys_spin_accepts() {
     // Spin's manifest v2 schema: these are the only top-level and component keys.
-    let text = std::fs::read_to_string(repo_root().join("spin.toml")).unwrap();
-    let doc: toml::Table = text.parse().unwrap();
-    for key in doc.keys() {
-        assert!(
-            ["spin_manifest_version", "application", "variables", "trigger", "component"].contains(&key.as_str()),
-            "unknown top-level key {key}"
-        );
-    }
     let allowed = [
         "source", "description", "key_value_stores", "allowed_outbound_hosts", "variables", "build",
         "files", "exclude_files", "environment", "sqlite_databases", "ai_models", "dependencies",
         "dependencies_inherit_configuration", "tool",
     ];
-    for (id, c) in doc["component"].as_table().unwrap() {
-        for key in c.as_table().unwrap().keys() {
-            assert!(allowed.contains(&key.as_str()), "component {id}: key {key} is not in Spin's schema");
+    for path in root_manifests() {
+        let name = path.display();
+        let doc: toml::Table = std::fs::read_to_string(&path).unwrap().parse().unwrap();
+        for key in doc.keys() {
+            assert!(
+                ["spin_manifest_version", "application", "variables", "trigger", "component"].contains(&key.as_str()),
+                "{name}: unknown top-level key {key}"
+            );
         }
-        let source = c["source"].as_str().unwrap();
-        assert!(Path::new(source).is_relative(), "sources stay relative so spin build/up work");
+        for (id, c) in doc["component"].as_table().unwrap() {
+            for key in c.as_table().unwrap().keys() {
+                assert!(allowed.contains(&key.as_str()), "{name}: component {id}: key {key} is not in Spin's schema");
+            }
+            let source = c["source"].as_str().unwrap();
+            assert!(Path::new(source).is_relative(), "{name}: sources stay relative so spin build/up work");
+        }
     }
+}
+
+/// Loads `path` (sources pointed at the built components) with the embedded host,
+/// in-process, with the required secrets provided the way Spin's environment
+/// provider would.
+async fn load_root_manifest(path: &Path, redis_url: Option<String>) -> (tempfile::TempDir, App) {
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join(path.file_name().unwrap());
+    std::fs::write(&copy, with_built_sources(&std::fs::read_to_string(path).unwrap())).unwrap();
+    let config = HostConfig {
+        kv_path: dir.path().join("kv.db"),
+        redis_url,
+        variable_overrides: Default::default(),
+        cache_dir: earshot_host::cache::default_cache_dir(),
+    };
+    let secrets = |k: &str| match k {
+        "SPIN_VARIABLE_JWT_SECRET" => Some("a-test-secret-that-is-at-least-32-bytes".to_owned()),
+        "SPIN_VARIABLE_ADMIN_KEY" => Some("test-admin-key".to_owned()),
+        _ => None,
+    };
+    let app = App::load_with_env(&copy, config, Arc::new(SqliteKv::in_memory().unwrap()), secrets)
+        .await
+        .unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
+    (dir, app)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_embedded_host_loads_every_manifest_of_the_repository() {
+    let manifests = root_manifests();
+    let names: Vec<String> = manifests.iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect();
+    assert!(names.contains(&"spin.toml".to_owned()), "{names:?}");
+    assert!(names.contains(&"spin-cloud.toml".to_owned()), "{names:?}");
+    for path in &manifests {
+        let (_dir, app) = load_root_manifest(path, None).await;
+        assert!(!app.summary().is_empty(), "{}: components loaded", path.display());
+        assert!(
+            app.redis_triggers().iter().all(|t| t.address.is_none()),
+            "{}: without Redis every Redis trigger is idle: {:?}",
+            path.display(),
+            app.redis_triggers()
+        );
+        let ping = http::Request::get("/api/v1/ping")
+            .header("host", "test")
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap();
+        assert_eq!(app.handle_http(ping, None).await.status(), 200, "{}: health answers", path.display());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spin_toml_runs_the_redis_trigger_and_spin_cloud_toml_has_none() {
+    let root = repo_root();
+    let (_dir, app) = load_root_manifest(&root.join("spin.toml"), Some("redis://127.0.0.1:1".into())).await;
+    let channels: Vec<(&str, Option<&str>)> =
+        app.redis_triggers().iter().map(|t| (t.channel.as_str(), t.address.as_deref())).collect();
+    assert_eq!(channels, [("earshot:transcripts", Some("redis://127.0.0.1:1"))], "--redis is the trigger's address");
+    let (_dir, cloud) = load_root_manifest(&root.join("spin-cloud.toml"), None).await;
+    assert!(cloud.redis_triggers().is_empty(), "spin-cloud.toml takes transcripts over HTTP only");
 }
