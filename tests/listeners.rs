@@ -62,12 +62,42 @@ async fn publish_on_the_internal_listener_reaches_a_subscriber() {
     assert_eq!(got["text"], "via internal", "{got}");
 }
 
+/// A `Grip-Sig` as Pushpin would make it, signed with a key the server does not use.
+fn forged_grip_sig() -> String {
+    use jwt_simple::prelude::*;
+    let key = HS256Key::from_bytes(&[7u8; 32]);
+    key.authenticate(Claims::create(Duration::from_secs(3600)).with_issuer("pushpin")).unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn ws_over_http_on_the_public_port_only_when_asked() {
-    // For Pushpin in front: the components answer, and still demand a valid Grip-Sig.
+    // For Pushpin in front: the posts reach the components, whose Grip-Sig check refuses
+    // anything the configured key did not sign — forged events and `Meta-*` state alike.
     let mut server = earshot!().env("EARSHOT_PUBLIC_WS_OVER_HTTP", "true").start().unwrap();
     let client = reqwest::Client::new();
-    let resp = ws_over_http_open(&client, &server.url("/api/v1/ws/ingest/meetings/m1?source=mic")).send().await.unwrap();
-    assert_eq!(resp.status().as_u16(), 401, "unsigned event post: the component refuses it");
+    let url = server.url("/api/v1/ws/ingest/meetings/m1?source=mic");
+    let error = |resp: reqwest::Response| async move {
+        let status = resp.status().as_u16();
+        let body: serde_json::Value = resp.json().await.unwrap();
+        (status, body["error"].as_str().unwrap_or_default().to_owned())
+    };
+    let unsigned = ws_over_http_open(&client, &url).send().await.unwrap();
+    assert_eq!(error(unsigned).await, (401, "missing Grip-Sig".to_owned()));
+    let forged_state = client
+        .post(&url)
+        .header("Content-Type", "application/websocket-events")
+        .header("Connection-Id", "forged")
+        .header("Meta-State", "pcm_streaming")
+        .header("Meta-Meeting", "m1")
+        .header("Meta-Source", "mic")
+        .body("BINARY 4\r\nabcd\r\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error(forged_state).await, (401, "missing Grip-Sig".to_owned()));
+    let other_key = ws_over_http_open(&client, &url).header("Grip-Sig", forged_grip_sig()).send().await.unwrap();
+    assert_eq!(other_key.status().as_u16(), 401, "a Grip-Sig signed by another key");
+    let plain_get = client.get(&url).send().await.unwrap();
+    assert_eq!(error(plain_get).await, (401, "missing Grip-Sig".to_owned()));
     server.sigterm(std::time::Duration::from_secs(15)).unwrap();
 }
