@@ -6,6 +6,7 @@
 
 use earshot_ws_session::effects::Effects;
 
+use crate::announce::Announcement;
 use crate::settings::RateLimit;
 
 pub(crate) use earshot_ws_session::effects::{EffectError, Update};
@@ -33,6 +34,10 @@ pub(crate) trait IngestEffects: Effects {
         maxlen: u64,
         fields: &[(&str, &[u8])],
     ) -> Result<(), EffectError>;
+
+    /// Runs the announcement script (`earshot_protocol::asr::ANNOUNCE_SCRIPT`) for `announcement`; `Ok` only once
+    /// Redis confirmed it.
+    fn redis_announce(&mut self, announcement: &Announcement<'_>) -> Result<(), EffectError>;
 
     /// `PUBLISH channel payload`.
     fn redis_publish(&mut self, channel: &str, payload: &[u8]) -> Result<(), EffectError>;

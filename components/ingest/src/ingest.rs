@@ -24,6 +24,7 @@ use earshot_ws_session::session::{header, Component, Scope, Session};
 use earshot_ws_session::settings::TokenSettings;
 use serde_json::Value;
 
+use crate::announce::{self, Announcement, SessionEvent};
 use crate::effects::IngestEffects;
 use crate::presence::{self, Stream};
 use crate::ratelimit::{self, Admission};
@@ -97,6 +98,7 @@ impl<E: IngestEffects> Component for Ingest<E> {
     fn cleanup(s: &mut Session<'_, Self>, why: &str) -> Vec<(&'static str, Value)> {
         let mut capture = Capture(s);
         capture.finish_analytics();
+        capture.announce_close();
         let s = &mut *capture.0;
         let WsRoute::Ingest { meeting, source } = s.route else {
             unreachable!("the shell routes only the ingest route here");
@@ -225,6 +227,16 @@ impl<E: IngestEffects> Capture<'_, '_, E> {
                             .close(CloseCode::InternalError, reason::SESSION_ID_UNAVAILABLE);
                     }
                 };
+                if let Err(e) = self.announce(&session_id, SessionEvent::Open) {
+                    let line = self
+                        .log
+                        .line(Level::Error, "session announcement failed")
+                        .with("detail", e.0);
+                    self.emit(line);
+                    // Audio nobody will transcribe is not what the client asked for, and
+                    // Redis failing here fails the first frame too: 1011, retry with backoff.
+                    return self.close(CloseCode::InternalError, REASON_AUDIO_STORE_UNAVAILABLE);
+                }
                 let ack = ServerMessage::HandshakeAck {
                     connection_id: self.connection_id.to_owned(),
                     session_id: session_id.clone(),
@@ -319,6 +331,44 @@ impl<E: IngestEffects> Capture<'_, '_, E> {
         }
         // Only audio Redis has goes into the talk time.
         self.analyse(pcm);
+    }
+
+    /// Announces `event` of audio session `session_id` to the transcription workers
+    /// (`announce`). Without Redis there is no audio to transcribe and nothing to announce.
+    fn announce(
+        &mut self,
+        session_id: &str,
+        event: SessionEvent,
+    ) -> Result<(), crate::effects::EffectError> {
+        if !self.settings.has_redis() {
+            return Ok(());
+        }
+        let WsRoute::Ingest { meeting, source } = self.0.route else {
+            unreachable!("ingest handlers run on the ingest route");
+        };
+        let announcement = Announcement {
+            meeting,
+            source: *source,
+            session: session_id,
+            event,
+        };
+        announce::announce(self.0.effects, &announcement)
+    }
+
+    /// The stream is over: a session that completed its handshake is announced closed, so
+    /// a worker finishes the stream once it read the audio to its end. A failure is logged,
+    /// never fatal: the worker then ends the stream at its abandon bound.
+    fn announce_close(&mut self) {
+        let Some(session_id) = self.state().ext.session_id.clone() else {
+            return;
+        };
+        if let Err(e) = self.announce(&session_id, SessionEvent::Close) {
+            let line = self
+                .log
+                .line(Level::Error, "session announcement failed")
+                .with("detail", e.0);
+            self.emit(line);
+        }
     }
 
     /// Sends `ack` with the totals when they advanced since the last one and either `force`

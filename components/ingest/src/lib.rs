@@ -7,7 +7,8 @@
 //! Layout: the connection's life (auth, `Meta-*` state, logs, close) is
 //! `earshot_ws_session`'s; this crate is what the ingest route adds — the protocol (`ingest`,
 //! with the state it keeps in `state`), talk analytics (`analytics`), `ratelimit`,
-//! `presence`, `publish` and its `settings` — reaching the world only through
+//! `presence`, `publish`, the session announcement to the transcription workers
+//! (`announce`) and its `settings` — reaching the world only through
 //! [`effects::IngestEffects`]. The Spin shell (`spin/`: HTTP entry point and the effects over
 //! key-value, Redis and outbound HTTP) is built for wasm only, so the pure part unit-tests
 //! natively.
@@ -17,6 +18,7 @@
 #![cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 
 mod analytics;
+mod announce;
 mod effects;
 mod ingest;
 mod presence;

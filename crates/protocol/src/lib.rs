@@ -1,6 +1,7 @@
 //! Every wire shape of Earshot, in one crate that compiles for the wasm components and
 //! the native relay alike, so no JSON shape or code is written twice.
 
+pub mod asr;
 pub mod close;
 pub mod events;
 pub mod grip;

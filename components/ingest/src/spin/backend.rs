@@ -10,6 +10,9 @@ use spin_sdk::redis::{RedisParameter, RedisResult};
 
 use earshot_ws_session::effects::Effects;
 
+use earshot_protocol::asr::ANNOUNCE_SCRIPT;
+
+use crate::announce::Announcement;
 use crate::effects::{EffectError, IngestEffects, Update};
 use crate::ratelimit::SCRIPT;
 use crate::settings::{RateLimit, Settings};
@@ -108,6 +111,26 @@ impl IngestEffects for SpinBackend<'_> {
             [RedisResult::Binary(_) | RedisResult::Status(_)] => Ok(()),
             other => Err(EffectError(format!(
                 "redis XADD: unexpected reply {other:?}"
+            ))),
+        }
+    }
+
+    fn redis_announce(&mut self, announcement: &Announcement<'_>) -> Result<(), EffectError> {
+        let keys = announcement.keys();
+        let mut args = vec![binary(ANNOUNCE_SCRIPT), int(keys.len() as u64)];
+        args.extend(keys.iter().map(|k| binary(k)));
+        args.extend(announcement.args().iter().map(|a| binary(a)));
+        match self
+            .redis
+            .connection()?
+            .execute("EVAL", &args)
+            .map_err(|e| EffectError(format!("redis EVAL (announce): {e}")))?
+            .as_slice()
+        {
+            // The event's id: Redis has the announcement.
+            [RedisResult::Binary(_) | RedisResult::Status(_)] => Ok(()),
+            other => Err(EffectError(format!(
+                "redis EVAL (announce): unexpected reply {other:?}"
             ))),
         }
     }

@@ -8,6 +8,7 @@ use serde_json::Value;
 
 use earshot_ws_session::effects::Effects;
 
+use crate::announce::Announcement;
 use crate::effects::{EffectError, IngestEffects, Update};
 use crate::ratelimit::{slide, Admission};
 use crate::settings::RateLimit;
@@ -32,6 +33,10 @@ pub(super) struct Fake {
     pub(super) streams: BTreeMap<String, Vec<Entry>>,
     pub(super) xadd_maxlen: Option<u64>,
     pub(super) redis_published: Vec<(String, Value)>,
+    /// Session announcements: the announcement script's keys and arguments.
+    pub(super) announced: Vec<([String; 3], [String; 6])>,
+    /// Announcements fail (the rest of Redis works).
+    pub(super) announce_down: bool,
     pub(super) http_published: Vec<(String, Value)>,
     pub(super) logs: Vec<Value>,
     pub(super) next_random: u8,
@@ -115,6 +120,15 @@ impl IngestEffects for Fake {
             .map(|(k, v)| ((*k).to_owned(), v.to_vec()))
             .collect();
         self.streams.entry(key.to_owned()).or_default().push(entry);
+        Ok(())
+    }
+
+    fn redis_announce(&mut self, announcement: &Announcement<'_>) -> Result<(), EffectError> {
+        if self.redis_down || self.announce_down {
+            return Err(down("redis"));
+        }
+        self.announced
+            .push((announcement.keys(), announcement.args()));
         Ok(())
     }
 

@@ -2,6 +2,7 @@
 //! headers the previous reply set, over fake effects and a controlled clock.
 
 mod analytics;
+mod announce;
 mod fake;
 
 use earshot_protocol::ingest::ServerMessage;
