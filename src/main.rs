@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 mod demo_wav;
 mod stream;
 mod token_cmd;
+mod transcribe;
 
 #[derive(Parser)]
 #[command(name = "earshot", version, about = "Live meeting audio in, live transcripts out.")]
@@ -19,6 +20,8 @@ struct Cli {
 enum Command {
     /// Run the Spin application (spin.toml) on the embedded wasmtime host.
     Up(earshot_server::ServerConfig),
+    /// Run a transcription worker on its own (speech-to-text for every stream in Redis).
+    Transcribe(transcribe::TranscribeArgs),
     /// Mint a development token with the local server's secret (printed alone on stdout).
     Token(token_cmd::TokenArgs),
     /// Stream a WAV file (or PCM on stdin) to a meeting, like a capture agent.
@@ -55,13 +58,14 @@ fn init_logging() {
 #[tokio::main]
 async fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
-    if let Command::Up(_) = cli.command {
+    if let Command::Up(_) | Command::Transcribe(_) = cli.command {
         init_logging();
     } else {
         init_cli_logging();
     }
     match cli.command {
         Command::Up(args) => up(args).await.map(|()| ExitCode::SUCCESS),
+        Command::Transcribe(args) => transcribe::run(args, shutdown_signal()).await.map(|()| ExitCode::SUCCESS),
         Command::Token(args) => Ok(cli_outcome("token", token_cmd::run(args))),
         Command::Stream(args) => Ok(ExitCode::from(stream::run(args).await)),
         Command::DemoWav(args) => Ok(cli_outcome("demo-wav", demo_wav::run(args))),

@@ -68,6 +68,13 @@ pub struct ServerConfig {
     /// Browser origins allowed to open WebSockets besides the same origin (repeatable; `*` = any).
     #[arg(long = "allow-origin", env = "EARSHOT_ALLOW_ORIGINS", value_delimiter = ',')]
     pub allow_origins: Vec<String>,
+    /// Speech-to-text: the model of the in-process transcription worker.
+    #[command(flatten)]
+    pub asr: crate::transcription::AsrArgs,
+    /// Run no transcription worker in this process (e.g. when `earshot transcribe`
+    /// workers run elsewhere).
+    #[arg(long, env = "EARSHOT_NO_ASR")]
+    pub no_asr: bool,
     /// Application variables set by the embedding program (tests), over the manifest's
     /// defaults and under `SPIN_VARIABLE_*`. Not a flag: the CLI takes variables from
     /// the environment, as Spin does.
@@ -96,6 +103,8 @@ impl ServerConfig {
             max_connections_per_ip: earshot_relay::limits::DEFAULT_MAX_CONNECTIONS_PER_IP,
             max_connections: earshot_relay::limits::DEFAULT_MAX_CONNECTIONS_TOTAL,
             allow_origins: Vec::new(),
+            asr: crate::transcription::AsrArgs::default(),
+            no_asr: true,
             variables: BTreeMap::new(),
         }
     }

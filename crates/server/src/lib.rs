@@ -16,6 +16,7 @@ mod public;
 mod response;
 pub mod secrets;
 mod serve;
+pub mod transcription;
 
 pub use build::build_components;
 pub use config::{ServerConfig, DEFAULT_INTERNAL_LISTEN, DEFAULT_LISTEN};

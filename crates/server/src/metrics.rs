@@ -15,7 +15,7 @@ pub(crate) fn rss_bytes() -> Option<u64> {
 }
 
 /// Renders the metrics page.
-pub(crate) fn render(relay: &Relay) -> String {
+pub(crate) fn render(relay: &Relay, asr: Option<&earshot_transcriber::WorkerStats>) -> String {
     let hub = relay.hub();
     let mut out = String::new();
     let mut gauge = |name: &str, help: &str, kind: &str, value: u64| {
@@ -34,6 +34,9 @@ pub(crate) fn render(relay: &Relay) -> String {
     );
     if let Some(rss) = rss_bytes() {
         gauge("earshot_process_resident_memory_bytes", "Resident memory.", "gauge", rss);
+    }
+    if let Some(asr) = asr {
+        out.push_str(&asr.render_prometheus());
     }
     out
 }

@@ -47,6 +47,8 @@ pub struct Server {
     backend_label: String,
     redis_label: Option<String>,
     stop_tx: watch::Sender<bool>,
+    /// The in-process transcription worker, when there is Redis and a model.
+    worker: Option<earshot_transcriber::Worker>,
     /// The private Redis (embedded defaults), stopped after the drain.
     private_redis: Option<PrivateRedis>,
 }
@@ -112,7 +114,12 @@ impl Server {
             relay: relay.clone(),
             ws_over_http: config.public_ws_over_http,
         });
-        let internal_router = Arc::new(InternalRouter { relay: relay.clone(), publish_key });
+        let worker = crate::transcription::in_process_worker(&config.asr, config.no_asr, config.redis.as_deref()).await?;
+        let internal_router = Arc::new(InternalRouter {
+            relay: relay.clone(),
+            publish_key,
+            asr_stats: worker.as_ref().map(earshot_transcriber::Worker::stats),
+        });
         let components = app.as_ref().map(|a| a.summary().into_iter().map(|c| c.id).collect()).unwrap_or_default();
         Ok(Server {
             public,
@@ -129,6 +136,7 @@ impl Server {
                 if private_redis.is_some() { format!("{url} (private)") } else { url }
             }),
             stop_tx,
+            worker,
             private_redis,
         })
     }
@@ -177,6 +185,12 @@ impl Server {
             async move { router.handle(req, peer).await }
         }));
         drop(drain_tx);
+        let worker = self.worker.map(|worker| {
+            let mut stop = self.stop_tx.subscribe();
+            tokio::spawn(worker.run(async move {
+                let _ = stop.wait_for(|s| *s).await;
+            }))
+        });
 
         let signal = shutdown.await;
         tracing::info!(event = "shutdown", signal, "draining");
@@ -198,6 +212,14 @@ impl Server {
                 open_sessions = relay.open_sessions(),
                 "connections still open after the drain timeout"
             ),
+        }
+        if let Some(worker) = worker {
+            // It releases its leases (positions stay committed) before Redis goes away.
+            match worker.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "transcription worker ended with an error"),
+                Err(e) => tracing::warn!(error = %e, "transcription worker panicked"),
+            }
         }
         drop(self.private_redis);
         Ok(())

@@ -15,6 +15,7 @@ pub mod pushpin;
 pub mod raw_ws;
 pub mod redis_stream;
 mod server;
+pub mod speech;
 pub mod ws;
 
 /// How long a started `earshot` may take to print its startup line. A cold start
@@ -189,6 +190,7 @@ pub struct EarshotBuilder {
     env: Vec<(String, String)>,
     state_dir: Option<PathBuf>,
     private_redis: bool,
+    speech_to_text: bool,
 }
 
 /// Starts `earshot up` from the binary cargo built for this test crate.
@@ -209,7 +211,16 @@ impl EarshotBuilder {
             env: Vec::new(),
             state_dir: None,
             private_redis: false,
+            speech_to_text: false,
         }
+    }
+
+    /// Runs the in-process transcription worker (the model from the default folder, or
+    /// `EARSHOT_ASR_MODEL` set with [`EarshotBuilder::env`]). Off by default: tests that
+    /// publish transcripts themselves must not get a worker's too.
+    pub fn speech_to_text(mut self) -> Self {
+        self.speech_to_text = true;
+        self
     }
 
     /// Without [`EarshotBuilder::redis`], lets `earshot up` start its private
@@ -296,6 +307,9 @@ impl EarshotBuilder {
                 cmd.arg("--no-private-redis");
             }
             None => {}
+        }
+        if !self.speech_to_text {
+            cmd.arg("--no-asr");
         }
         for (k, v) in &self.env {
             cmd.env(k, v);
