@@ -140,6 +140,8 @@ async fn start_once(bin: &Path, manifest: &Path, cache: &Path, redis: &str) -> a
             &format!("127.0.0.1:{port}"),
             "--internal-listen",
             "127.0.0.1:0",
+            // The server's start, as before speech-to-text: the model loads after it.
+            "--no-asr",
             "--redis",
             redis,
             "--manifest",

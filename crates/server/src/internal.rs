@@ -17,7 +17,7 @@ pub(crate) struct InternalRouter {
     /// Bearer key peers other than loopback must present.
     pub(crate) publish_key: Option<String>,
     /// The in-process transcription worker's figures (lag per stream among them).
-    pub(crate) asr_stats: Option<std::sync::Arc<earshot_transcriber::WorkerStats>>,
+    pub(crate) asr_stats: crate::transcription::StatsSlot,
 }
 
 impl InternalRouter {
@@ -41,7 +41,7 @@ impl InternalRouter {
         boxed(
             http::Response::builder()
                 .header(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")
-                .body(Full::new(Bytes::from(crate::metrics::render(&self.relay, self.asr_stats.as_deref()))))
+                .body(Full::new(Bytes::from(crate::metrics::render(&self.relay, self.asr_stats.get().map(|s| &**s)))))
                 .expect("valid response"),
         )
     }

@@ -48,7 +48,8 @@ pub struct Server {
     redis_label: Option<String>,
     stop_tx: watch::Sender<bool>,
     /// The in-process transcription worker, when there is Redis and a model.
-    worker: Option<earshot_transcriber::Worker>,
+    worker: Option<crate::transcription::WorkerPlan>,
+    asr_stats: crate::transcription::StatsSlot,
     /// The private Redis (embedded defaults), stopped after the drain.
     private_redis: Option<PrivateRedis>,
 }
@@ -114,12 +115,9 @@ impl Server {
             relay: relay.clone(),
             ws_over_http: config.public_ws_over_http,
         });
-        let worker = crate::transcription::in_process_worker(&config.asr, config.no_asr, config.redis.as_deref()).await?;
-        let internal_router = Arc::new(InternalRouter {
-            relay: relay.clone(),
-            publish_key,
-            asr_stats: worker.as_ref().map(earshot_transcriber::Worker::stats),
-        });
+        let worker = crate::transcription::WorkerPlan::new(&config.asr, config.no_asr, config.redis.as_deref());
+        let asr_stats = crate::transcription::StatsSlot::default();
+        let internal_router = Arc::new(InternalRouter { relay: relay.clone(), publish_key, asr_stats: asr_stats.clone() });
         let components = app.as_ref().map(|a| a.summary().into_iter().map(|c| c.id).collect()).unwrap_or_default();
         Ok(Server {
             public,
@@ -137,6 +135,7 @@ impl Server {
             }),
             stop_tx,
             worker,
+            asr_stats,
             private_redis,
         })
     }
@@ -185,9 +184,9 @@ impl Server {
             async move { router.handle(req, peer).await }
         }));
         drop(drain_tx);
-        let worker = self.worker.map(|worker| {
+        let worker = self.worker.map(|plan| {
             let mut stop = self.stop_tx.subscribe();
-            tokio::spawn(worker.run(async move {
+            tokio::spawn(plan.run(self.asr_stats.clone(), async move {
                 let _ = stop.wait_for(|s| *s).await;
             }))
         });
@@ -217,7 +216,7 @@ impl Server {
             // It releases its leases (positions stay committed) before Redis goes away.
             match worker.await {
                 Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::warn!(error = %e, "transcription worker ended with an error"),
+                Ok(Err(e)) => tracing::error!(error = format!("{e:#}"), "transcription worker ended with an error"),
                 Err(e) => tracing::warn!(error = %e, "transcription worker panicked"),
             }
         }

@@ -50,29 +50,44 @@ pub async fn load_engine(dir: &Path, args: &AsrArgs) -> anyhow::Result<Arc<dyn E
     Ok(Arc::new(engine))
 }
 
-/// The in-process worker of `earshot up`, when it can run: Redis to read audio from and
-/// a model to transcribe with. Says in the log why not, and how to get there.
-pub(crate) async fn in_process_worker(
-    args: &AsrArgs,
-    disabled: bool,
-    redis_url: Option<&str>,
-) -> anyhow::Result<Option<Worker>> {
-    if disabled {
-        return Ok(None);
+/// Where the in-process worker's figures appear once it runs (it loads in the background).
+pub(crate) type StatsSlot = Arc<std::sync::OnceLock<Arc<earshot_transcriber::WorkerStats>>>;
+
+/// What `earshot up`'s in-process worker will run with, decided at bind time so the
+/// startup log says plainly whether speech-to-text is on, and why not.
+pub(crate) struct WorkerPlan {
+    dir: PathBuf,
+    args: AsrArgs,
+    redis_url: String,
+}
+
+impl WorkerPlan {
+    /// A plan when the worker can run: Redis to read audio from and a model.
+    pub(crate) fn new(args: &AsrArgs, disabled: bool, redis_url: Option<&str>) -> Option<WorkerPlan> {
+        if disabled {
+            return None;
+        }
+        let Some(redis_url) = redis_url else {
+            tracing::warn!(event = "asr_off", "no speech-to-text: it reads audio from Redis, and there is none");
+            return None;
+        };
+        let Some(dir) = model_dir(args) else {
+            tracing::warn!(
+                event = "asr_off",
+                "no speech-to-text: no model (run scripts/fetch-model.sh, or pass --asr-model <dir>)"
+            );
+            return None;
+        };
+        Some(WorkerPlan { dir, args: args.clone(), redis_url: redis_url.to_owned() })
     }
-    let Some(redis_url) = redis_url else {
-        tracing::warn!(event = "asr_off", "no speech-to-text: it reads audio from Redis, and there is none");
-        return Ok(None);
-    };
-    let Some(dir) = model_dir(args) else {
-        tracing::warn!(
-            event = "asr_off",
-            "no speech-to-text: no model (run scripts/fetch-model.sh, or pass --asr-model <dir>)"
-        );
-        return Ok(None);
-    };
-    let engine = load_engine(&dir, args).await?;
-    tracing::info!(event = "asr_ready", engine = engine.name(), model = %dir.display(), "speech-to-text ready");
-    let worker = Worker::new(WorkerConfig::new(redis_url), engine).context("starting the transcription worker")?;
-    Ok(Some(worker))
+
+    /// Loads the model (seconds, after the server already listens) and runs the worker
+    /// until `shutdown`; its figures go into `stats`.
+    pub(crate) async fn run(self, stats: StatsSlot, shutdown: impl std::future::Future<Output = ()> + Send) -> anyhow::Result<()> {
+        let engine = load_engine(&self.dir, &self.args).await?;
+        tracing::info!(event = "asr_ready", engine = engine.name(), model = %self.dir.display(), "speech-to-text ready");
+        let worker = Worker::new(WorkerConfig::new(self.redis_url), engine).context("starting the transcription worker")?;
+        let _ = stats.set(worker.stats());
+        worker.run(shutdown).await.context("running the transcription worker")
+    }
 }
