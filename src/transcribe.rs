@@ -2,7 +2,7 @@
 //! runs in-process. Any number of them share one Redis; each stream gets exactly one.
 
 use anyhow::Context;
-use earshot_server::transcription::{load_engine, model_dir, AsrArgs};
+use earshot_server::transcription::{load_engine, AsrArgs};
 use earshot_transcriber::{Worker, WorkerConfig};
 
 /// Flags of `earshot transcribe`.
@@ -21,14 +21,14 @@ pub(crate) struct TranscribeArgs {
 
 /// Runs the worker until SIGTERM or Ctrl-C, then releases its leases.
 pub(crate) async fn run(args: TranscribeArgs, shutdown: impl std::future::Future<Output = &'static str> + Send) -> anyhow::Result<()> {
-    let dir = model_dir(&args.asr).context(
-        "no speech model: run scripts/fetch-model.sh (it fills ~/.cache/earshot/models/whisper-tiny.en), or pass --asr-model <dir>",
+    let choice = args.asr.choice().context(
+        "no speech model: run scripts/fetch-model.sh (it fills ~/.cache/earshot/models/whisper-tiny.en), pass --asr-model <dir>, or --deepgram",
     )?;
-    let engine = load_engine(&dir, &args.asr).await?;
+    let engine = load_engine(&choice, &args.asr).await?;
     let mut config = WorkerConfig::new(args.redis);
     config.worker_id = args.worker_id;
     let worker = Worker::new(config, engine).context("starting the transcription worker")?;
-    tracing::info!(event = "transcribing", worker_id = worker.id(), model = %dir.display(), "transcription worker running");
+    tracing::info!(event = "transcribing", worker_id = worker.id(), engine = %choice, "transcription worker running");
     worker
         .run(async move {
             let signal = shutdown.await;
