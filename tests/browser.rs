@@ -2,8 +2,9 @@
 //! Chromium runs it (driven by playwright-core from `tests/browser/drive.mjs`), real
 //! sockets carry meeting events and the transcript, a real Redis holds the history.
 //!
-//! The page connects (typed-in meeting and token), shows an interim then a final segment,
-//! reloads and resumes, comes back after missing a segment (history replay after
+//! The page connects (typed-in meeting and token), shows an interim line per source at
+//! once (mic and sys talking over each other), replaces each in place by its source's final
+//! without touching the other's, reloads and resumes, comes back after missing a segment (history replay after
 //! `?since=`), survives a segment delivered twice, shows talk time and a speaking source
 //! (events published as the ingest analytics would), and a fresh browser opened from a
 //! `#meeting=…&token=…` link gets the whole history: every segment exactly once, in order.
@@ -13,6 +14,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
+use earshot_protocol::asr::speaker_label;
 use earshot_protocol::grip::Item;
 use earshot_protocol::ids::{meeting_channel, transcript_channel, GRIP_REDIS_PREFIX};
 use earshot_protocol::meeting::{MeetingEvent, TalkSummary};
@@ -58,13 +60,16 @@ fn browser_prerequisites() -> Result<(PathBuf, PathBuf), String> {
 }
 
 /// The final segments the test publishes, in order.
-const LINES: [&str; 4] = [
+const LINES: [&str; 6] = [
     "Good morning everyone, let's start with the roadmap.",
-    "The ingest path is done; transcripts land in Redis.",
+    "Morning! The ingest path is done; transcripts land in Redis.",
     "Great — next up is the browser page.",
     "It resumes after a reload without losing a line.",
+    "Each speaker keeps a greyed line while talking.",
+    "Let me share my screen.",
 ];
 
+/// A segment as the transcription worker publishes it: `speaker` is the source's label.
 fn segment(meeting: &str, source: Source, text: &str, is_final: bool, start_ms: u64) -> Segment {
     Segment {
         meeting_id: meeting.into(),
@@ -73,9 +78,14 @@ fn segment(meeting: &str, source: Source, text: &str, is_final: bool, start_ms: 
         is_final,
         start_ms,
         end_ms: start_ms + 2_400,
-        speaker: Some(if source == Source::Mic { "Ada" } else { "Grace" }.into()),
+        speaker: Some(speaker_label(source).into()),
         confidence: Some(0.93),
     }
+}
+
+/// What the driver should see for an interim segment of `source`.
+fn interim_reply(source: Source, text: &str) -> serde_json::Value {
+    json!({ "source": source.as_str(), "speaker": speaker_label(source), "text": text })
 }
 
 /// The test's side of Redis: what speech-to-text workers and the analytics publish.
@@ -210,23 +220,29 @@ async fn run_driver(
                     bus.wait_subscribers().await?;
                     // A second source joins while the page watches.
                     agents.push(capture_agent(server, secret, &meeting, "sys").await?);
+                    // Both talk at once: an interim of each, mic first (the trigger keeps order).
                     bus.segment(segment(&meeting, Source::Mic, "Good morning every", false, 0)).await?;
-                    json!({ "interim": "Good morning every" })
+                    bus.segment(segment(&meeting, Source::Sys, "Morning! The ingest", false, 300)).await?;
+                    json!({ "interims": [interim_reply(Source::Mic, "Good morning every"), interim_reply(Source::Sys, "Morning! The ingest")] })
                 }
-                "interim" => {
+                "interims" => {
                     bus.segment(segment(&meeting, Source::Mic, LINES[0], true, 0)).await?;
-                    json!({ "expect": &LINES[..1] })
+                    json!({ "final": "mic", "expect": &LINES[..1] })
+                }
+                "mic-final" => {
+                    bus.segment(segment(&meeting, Source::Sys, LINES[1], true, 300)).await?;
+                    json!({ "final": "sys", "expect": &LINES[..2] })
                 }
                 "reloaded" => {
                     bus.wait_subscribers().await?;
-                    bus.segment(segment(&meeting, Source::Sys, LINES[1], true, 2_600)).await?;
-                    json!({ "expect": &LINES[..2] })
+                    bus.segment(segment(&meeting, Source::Sys, LINES[2], true, 2_600)).await?;
+                    json!({ "expect": &LINES[..3] })
                 }
                 "away" => {
                     // No page is open: only history replay can bring this one back.
-                    bus.segment(segment(&meeting, Source::Mic, LINES[2], true, 5_200)).await?;
-                    bus.wait_stored(3).await?;
-                    json!({ "expect": &LINES[..3] })
+                    bus.segment(segment(&meeting, Source::Mic, LINES[3], true, 5_200)).await?;
+                    bus.wait_stored(4).await?;
+                    json!({ "expect": &LINES[..4] })
                 }
                 "resumed" => {
                     bus.wait_subscribers().await?;
@@ -243,11 +259,21 @@ async fn run_driver(
                     bus.meeting_event(&started).await?;
                     // A new segment, delivered twice with the same offset (the relay only
                     // drops repeats at or below the resume point; later ones are the page's job).
-                    bus.segment(segment(&meeting, Source::Mic, LINES[3], true, 7_000)).await?;
-                    bus.wait_stored(4).await?;
+                    bus.segment(segment(&meeting, Source::Mic, LINES[4], true, 7_000)).await?;
+                    bus.wait_stored(5).await?;
                     bus.redeliver_newest().await?;
+                    // Talking over each other again, sys first this time: the mic final
+                    // that follows must land below the sys line, where its interim was.
+                    bus.segment(segment(&meeting, Source::Sys, "Sounds good, go", false, 9_000)).await?;
                     bus.segment(segment(&meeting, Source::Mic, "Let me share my scr", false, 9_600)).await?;
-                    json!({ "interim": "Let me share my scr", "expect": &LINES[..] })
+                    json!({
+                        "interims": [interim_reply(Source::Sys, "Sounds good, go"), interim_reply(Source::Mic, "Let me share my scr")],
+                        "expect": &LINES[..5],
+                    })
+                }
+                "overlap" => {
+                    bus.segment(segment(&meeting, Source::Mic, LINES[5], true, 9_600)).await?;
+                    json!({ "final": "mic", "expect": &LINES[..] })
                 }
                 "fresh" => json!({ "expect": &LINES[..] }),
                 "done" => json!({}),

@@ -5,8 +5,8 @@
 // The Rust test owns the server and publishes the transcript; this script owns the
 // browser. They take turns over stdio: the script prints `@<step>` when the page has
 // reached a state and waits for one JSON line on stdin saying what the Rust side did
-// (`{"expect":[…final lines…]}`, `{"interim":"…"}`, `{"stats":true}`). Anything
-// else it prints is log. Exit 0 only if every check held.
+// (`{"expect":[…final lines…]}`, `{"interims":[{source,speaker,text}…]}`,
+// `{"final":"mic"}`). Anything else it prints is log. Exit 0 only if every check held.
 
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -25,6 +25,8 @@ const screenshotPath = process.env.EARSHOT_SCREENSHOT || '/tmp/earshot-page.png'
 const WAIT_MS = 15_000;
 /** After the final reload, time for a duplicate to show up if the page let one in. */
 const SETTLE_MS = 1_500;
+/** How often a condition checked from the driver's side is looked at again. */
+const POLL_MS = 50;
 
 // The network is closed: nothing may phone home, and no GPU or sandbox is available.
 const ARGS = [
@@ -54,15 +56,25 @@ let context;
 let page;
 
 /** The final lines as the page shows them. */
-const lines = () => page.$$eval('#transcript li', (lis) => lis.map((li) => ({
+const lines = () => page.$$eval('#transcript li:not(.interim)', (lis) => lis.map((li) => ({
   offset: li.dataset.offset ?? null,
   text: li.querySelector('.text')?.textContent ?? '',
 })));
 
+/** Every line of the transcript list, finals and interims, in page order. `probe` is
+ *  the driver's own mark (see markInterims): kept only if the page kept that element. */
+const listSnapshotFn = () => [...document.querySelectorAll('#transcript > li')].map((li) => ({
+  kind: li.classList.contains('interim') ? 'interim' : 'final',
+  source: li.querySelector('.src')?.dataset.source ?? null,
+  text: li.querySelector('.text')?.textContent ?? '',
+  probe: li.dataset.probe ?? null,
+}));
+const listSnapshot = () => page.evaluate(listSnapshotFn);
+
 async function waitLines(expect, why) {
   try {
     await page.waitForFunction((want) => {
-      const got = [...document.querySelectorAll('#transcript li .text')].map((n) => n.textContent);
+      const got = [...document.querySelectorAll('#transcript li:not(.interim) .text')].map((n) => n.textContent);
       return JSON.stringify(got) === JSON.stringify(want);
     }, expect, { timeout: WAIT_MS });
   } catch {
@@ -80,11 +92,61 @@ async function waitConnected(what) {
   }
 }
 
-async function waitInterim(text) {
-  await page.waitForFunction((t) => {
-    const p = document.getElementById('interim');
-    return !p.hidden && p.querySelector('.text')?.textContent === t;
-  }, text, { timeout: WAIT_MS });
+/** The open interim lines, in page order, with how they look. */
+const interimLines = () => page.$$eval('#transcript > li.interim', (lis) => lis.map((li) => {
+  const text = li.querySelector('.text');
+  const muted = getComputedStyle(document.getElementById('transcript-empty')).color;
+  const look = getComputedStyle(li);
+  return {
+    source: li.dataset.source,
+    speaker: li.querySelector('.speaker')?.textContent ?? null,
+    text: text?.textContent ?? '',
+    greyed: look.color === muted && look.fontStyle === 'italic',
+    ellipsis: getComputedStyle(text, '::after').content,
+    ariaHidden: li.getAttribute('aria-hidden'),
+  };
+}));
+
+/** Waits until exactly `want` ([{source, speaker, text}], in order) are the open interim
+ *  lines, and checks each is greyed, labelled with its speaker and hidden from screen readers. */
+async function waitInterims(want, why) {
+  try {
+    await page.waitForFunction((w) => {
+      const got = [...document.querySelectorAll('#transcript > li.interim')]
+        .map((li) => ({ source: li.dataset.source, text: li.querySelector('.text')?.textContent }));
+      return JSON.stringify(got) === JSON.stringify(w.map(({ source, text }) => ({ source, text })));
+    }, want, { timeout: WAIT_MS });
+  } catch {
+    throw new Error(`${why}: expected interim lines ${JSON.stringify(want)}, the page shows ${JSON.stringify(await interimLines())}`);
+  }
+  for (const [i, got] of (await interimLines()).entries()) {
+    check(got.greyed, `${why}: the ${got.source} interim is greyed (muted, italic): ${JSON.stringify(got)}`);
+    check(got.ellipsis === '" …"', `${why}: the ${got.source} interim ends in "…": ${JSON.stringify(got)}`);
+    check(got.speaker === `${want[i].speaker}:`, `${why}: the ${got.source} interim is labelled with its speaker ${want[i].speaker}: ${JSON.stringify(got)}`);
+    check(got.ariaHidden === 'true', `${why}: the ${got.source} interim is not announced: ${JSON.stringify(got)}`);
+  }
+}
+
+/** Marks every open interim element, so a later snapshot shows whether the page kept it. */
+const markInterims = () => page.$$eval('#transcript > li.interim', (lis) => lis.forEach((li) => { li.dataset.probe = li.dataset.source; }));
+
+/** After `reply.final`'s final segment: the list is `before` with that source's interim
+ *  replaced, at its position, by the final line (the newest of `reply.expect`), and
+ *  every other line — the other source's interim element included — unchanged. */
+async function waitFinalInPlace(before, reply, why) {
+  const source = reply.final;
+  check(before.some((l) => l.kind === 'interim' && l.source === source), `${why}: a ${source} interim was open before its final`);
+  const want = before.map((l) => (l.kind === 'interim' && l.source === source
+    ? { kind: 'final', source, text: reply.expect.at(-1), probe: null }
+    : l));
+  // Polled from here: the page's CSP (no 'unsafe-eval') refuses string predicates.
+  const deadline = Date.now() + WAIT_MS;
+  for (;;) {
+    const got = await listSnapshot();
+    if (JSON.stringify(got) === JSON.stringify(want)) return;
+    if (Date.now() > deadline) throw new Error(`${why}: expected the list ${JSON.stringify(want)}, the page shows ${JSON.stringify(got)}`);
+    await page.waitForTimeout(POLL_MS);
+  }
 }
 
 async function assertExactlyOnce(expect, when) {
@@ -120,12 +182,21 @@ try {
   await waitConnected('after Connect');
   let reply = await step('connected');
 
-  // 2. An interim segment is one replaceable "typing" line; its final replaces it.
-  await waitInterim(reply.interim);
-  check((await lines()).length === 0, 'an interim segment is not a final line');
-  reply = await step('interim');
+  // 2. Two people talk at once: each source has its own greyed interim line, both
+  //    visible; each final replaces its own source's line in place, the other stays.
+  await waitInterims(reply.interims, 'mic and sys interims at once');
+  check((await lines()).length === 0, 'interim segments are not final lines');
+  await markInterims();
+  let before = await listSnapshot();
+  reply = await step('interims');
+  await waitFinalInPlace(before, reply, 'the mic final, with the sys interim still open');
   await waitLines(reply.expect, 'the first final segment');
-  await page.waitForFunction(() => document.getElementById('interim').hidden, null, { timeout: WAIT_MS });
+  before = await listSnapshot();
+  reply = await step('mic-final');
+  await waitFinalInPlace(before, reply, 'the sys final');
+  await waitLines(reply.expect, 'the second final segment');
+  check((await interimLines()).length === 0, 'no interim line is left once both finals arrived');
+  check(await page.locator('#transcript-empty').isHidden(), 'the "Nothing said yet" note is hidden');
   await page.waitForSelector('#presence li[data-source="sys"][data-state="connected"]', { timeout: WAIT_MS });
   let shown = reply.expect;
 
@@ -135,7 +206,7 @@ try {
   check(await page.getByLabel('Meeting id').inputValue() === meeting, 'the meeting id is remembered');
   await waitConnected('after the reload');
   const resumedFrom = new URL(transcriptSockets.at(-1)).searchParams.get('since');
-  const [stored] = await lines();
+  const stored = (await lines()).at(-1);
   check(resumedFrom === stored.offset, `the reloaded page resumes after its newest line (since=${resumedFrom}, newest ${stored.offset})`);
   check(!transcriptSockets.at(-1).includes(token), 'the token is not in the socket URL');
   reply = await step('reloaded');
@@ -158,16 +229,24 @@ try {
   await assertExactlyOnce(shown, 'after the second reload');
 
   // 6. Talk time, speaking, typing: what a person watching the meeting sees. The Rust
-  //    side also delivers the newest segment a second time, before the interim one.
+  //    side also delivers the newest segment a second time, before the interim ones.
   reply = await step('resumed');
   await page.waitForSelector('.bar-row[data-kind="mic"] .bar span', { timeout: WAIT_MS });
   await page.waitForSelector('#presence li[data-source="mic"][data-speaking="true"]', { timeout: WAIT_MS });
-  await waitInterim(reply.interim);
+  await waitInterims(reply.interims, 'sys then mic interims after the reloads');
   await waitLines(reply.expect, 'a new segment delivered twice');
   await page.waitForTimeout(SETTLE_MS);
   await assertExactlyOnce(reply.expect, 'after a segment was delivered twice');
   await page.screenshot({ path: screenshotPath, fullPage: true });
   console.log(`screenshot: ${screenshotPath}`);
+
+  // The sys line opened first: the mic final takes the mic line's place below it,
+  // rather than jumping above the still-open sys line.
+  await markInterims();
+  before = await listSnapshot();
+  reply = await step('overlap');
+  await waitFinalInPlace(before, reply, 'the mic final below an open sys interim');
+  await assertExactlyOnce(reply.expect, 'after the mic final below an open sys interim');
 
   // 7. A browser with nothing stored, opened from a link with the fragment: it connects,
   //    leaves no token in the address bar, and fetches the whole retained history.

@@ -5,6 +5,11 @@
 // stream `offset`; on load they are rendered and the transcript socket reconnects with
 // `?since=<newest offset>` (`0-0`, the whole retained history, when there is none). Lines
 // are keyed by offset, so a segment delivered twice is shown once.
+//
+// Interims: each source (mic, sys) has at most one greyed line in the transcript list,
+// opened where its utterance first appeared, updated in place by that source's later
+// interims and replaced in place by its final, so two people talking at once each keep
+// their words on screen and a finished line does not jump.
 
 /** The subprotocol the server selects; the token rides along as `bearer.<token>`. */
 const SUBPROTOCOL = 'earshot.v1';
@@ -273,7 +278,6 @@ const ui = {
   notices: $('notices'),
   scroller: $('transcript-scroll'),
   list: $('transcript'),
-  interim: $('interim'),
   empty: $('transcript-empty'),
   count: $('line-count'),
 };
@@ -288,6 +292,8 @@ const state = {
   speaking: {},
   /** { talk: { source → ms }, overlap_ms, silence_ms, window_ms } or null */
   stats: null,
+  /** source → its open interim line (an `li.interim` in the transcript list) */
+  interims: new Map(),
 };
 
 function notice(text, kind = 'notice') {
@@ -301,8 +307,13 @@ function lineNode(seg, interim = false) {
   const text = el('span', { class: 'text', text: seg.text });
   const body = el('span', { class: 'body' }, seg.speaker ? el('span', { class: 'speaker', text: `${seg.speaker}:` }) : null, text);
   const attrs = { class: interim ? 'line interim' : 'line', 'data-offset': seg.offset };
+  if (interim) {
+    attrs['data-source'] = seg.source;
+    // Interims change several times a second: a screen reader hears the final, not each guess.
+    attrs['aria-hidden'] = 'true';
+  }
   if (Number.isFinite(seg.confidence)) attrs.title = `confidence ${Math.round(seg.confidence * 100)}%`;
-  return el(interim ? 'p' : 'li', attrs,
+  return el('li', attrs,
     el('time', { text: duration(seg.start_ms), title: `${duration(seg.start_ms)}–${duration(seg.end_ms)} into the ${sourceName(seg.source)} stream` }),
     el('span', { class: 'src', 'data-source': seg.source, text: seg.source, title: sourceName(seg.source) }),
     body);
@@ -314,37 +325,57 @@ function nearBottom() {
 }
 
 function afterLinesChanged(stick) {
-  const n = ui.list.children.length;
-  ui.empty.hidden = n > 0 || !ui.interim.hidden;
-  ui.count.textContent = n ? `(${n} line${n === 1 ? '' : 's'})` : '';
+  const finals = ui.list.children.length - state.interims.size;
+  ui.empty.hidden = ui.list.children.length > 0;
+  ui.count.textContent = finals ? `(${finals} line${finals === 1 ? '' : 's'})` : '';
   if (stick) ui.scroller.scrollTop = ui.scroller.scrollHeight;
 }
 
 function renderTranscript() {
   const frag = document.createDocumentFragment();
   for (const seg of state.transcript?.segments ?? []) frag.append(lineNode(seg));
+  state.interims.clear();
   ui.list.replaceChildren(frag);
-  hideInterim();
   afterLinesChanged(true);
 }
 
-function hideInterim() {
-  ui.interim.hidden = true;
-  ui.interim.replaceChildren();
-  delete ui.interim.dataset.source;
+/** The first open interim line: finals that have none of their own go above it. */
+function firstInterim() {
+  return ui.list.querySelector(':scope > li.interim');
 }
 
+/** An interim of `msg.source`: its line is opened at the end, or updated in place;
+ *  empty text closes it. The other sources' lines are not touched. */
 function showInterim(msg) {
+  if (typeof msg.source !== 'string' || typeof msg.text !== 'string') return;
   const stick = nearBottom();
+  const open = state.interims.get(msg.source);
   if (!msg.text) {
-    if (ui.interim.dataset.source === msg.source) hideInterim();
+    open?.remove();
+    state.interims.delete(msg.source);
   } else {
     const node = lineNode({ ...msg, offset: undefined }, true);
-    ui.interim.replaceChildren(...node.childNodes);
-    ui.interim.dataset.source = msg.source;
-    ui.interim.hidden = false;
+    if (open) open.replaceChildren(...node.childNodes);
+    else {
+      ui.list.append(node);
+      state.interims.set(msg.source, node);
+    }
   }
   afterLinesChanged(stick);
+}
+
+/** Puts a final line where it belongs: in its source's interim line's place when it is
+ *  the newest line (the live case), else in offset order among the finals. */
+function placeFinal(node, source, nextOffset) {
+  const open = state.interims.get(source);
+  if (nextOffset === undefined && open) {
+    open.replaceWith(node);
+    state.interims.delete(source);
+    return;
+  }
+  // Offsets are validated digits and a dash: safe inside a selector as they are.
+  const next = nextOffset === undefined ? firstInterim() : ui.list.querySelector(`:scope > li[data-offset="${nextOffset}"]`);
+  ui.list.insertBefore(node, next);
 }
 
 function onTranscriptMessage(msg) {
@@ -353,14 +384,14 @@ function onTranscriptMessage(msg) {
     case 'transcript': {
       if (!msg.is_final) return showInterim(msg);
       const stick = nearBottom();
-      if (ui.interim.dataset.source === msg.source) hideInterim();
       const seg = storedSegment(msg);
       if (seg) {
         const i = state.transcript.add(seg);
-        if (i >= 0) ui.list.insertBefore(lineNode(seg), ui.list.children[i] ?? null);
+        // A repeat (i < 0) changes nothing, not even the source's open interim.
+        if (i >= 0) placeFinal(lineNode(seg), seg.source, state.transcript.segments[i + 1]?.offset);
       } else if (typeof msg.text === 'string') {
         // A final segment without an offset cannot be resumed or deduplicated: shown, not kept.
-        ui.list.append(lineNode(msg));
+        placeFinal(lineNode(msg), msg.source, undefined);
       }
       afterLinesChanged(stick);
       return;
