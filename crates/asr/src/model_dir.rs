@@ -396,6 +396,36 @@ impl Ct2Mapper {
             })
     }
 
+    /// A layer's self-attention (fused q|k|v split into three) and its layer norm, which
+    /// encoder and decoder layers share.
+    fn self_attention(&mut self, from: &str, to: &str) -> Result<(), ModelError> {
+        self.split(
+            &format!("{from}/self_attention/linear_0"),
+            &format!("{to}.self_attn"),
+            &["q_proj", "k_proj", "v_proj"],
+        )?;
+        self.linear(
+            &format!("{from}/self_attention/linear_1"),
+            &format!("{to}.self_attn.out_proj"),
+        )?;
+        self.layer_norm(
+            &format!("{from}/self_attention/layer_norm"),
+            &format!("{to}.self_attn_layer_norm"),
+        )?;
+        Ok(())
+    }
+
+    /// A layer's feed-forward block and its layer norm (encoder and decoder alike).
+    fn ffn(&mut self, from: &str, to: &str) -> Result<(), ModelError> {
+        self.linear(&format!("{from}/ffn/linear_0"), &format!("{to}.fc1"))?;
+        self.linear(&format!("{from}/ffn/linear_1"), &format!("{to}.fc2"))?;
+        self.layer_norm(
+            &format!("{from}/ffn/layer_norm"),
+            &format!("{to}.final_layer_norm"),
+        )?;
+        Ok(())
+    }
+
     fn layers(&self, prefix: &str) -> usize {
         (0..)
             .take_while(|i| {
@@ -430,25 +460,8 @@ fn load_ct2(dir: &Path) -> Result<RawModel, ModelError> {
     m.layer_norm("encoder/layer_norm", &format!("{e}.layer_norm"))?;
     for i in 0..m.layers("encoder") {
         let (from, to) = (format!("encoder/layer_{i}"), format!("{e}.layers.{i}"));
-        m.split(
-            &format!("{from}/self_attention/linear_0"),
-            &format!("{to}.self_attn"),
-            &["q_proj", "k_proj", "v_proj"],
-        )?;
-        m.linear(
-            &format!("{from}/self_attention/linear_1"),
-            &format!("{to}.self_attn.out_proj"),
-        )?;
-        m.layer_norm(
-            &format!("{from}/self_attention/layer_norm"),
-            &format!("{to}.self_attn_layer_norm"),
-        )?;
-        m.linear(&format!("{from}/ffn/linear_0"), &format!("{to}.fc1"))?;
-        m.linear(&format!("{from}/ffn/linear_1"), &format!("{to}.fc2"))?;
-        m.layer_norm(
-            &format!("{from}/ffn/layer_norm"),
-            &format!("{to}.final_layer_norm"),
-        )?;
+        m.self_attention(&from, &to)?;
+        m.ffn(&from, &to)?;
     }
 
     let d = "model.decoder";
@@ -463,19 +476,7 @@ fn load_ct2(dir: &Path) -> Result<RawModel, ModelError> {
     m.layer_norm("decoder/layer_norm", &format!("{d}.layer_norm"))?;
     for i in 0..m.layers("decoder") {
         let (from, to) = (format!("decoder/layer_{i}"), format!("{d}.layers.{i}"));
-        m.split(
-            &format!("{from}/self_attention/linear_0"),
-            &format!("{to}.self_attn"),
-            &["q_proj", "k_proj", "v_proj"],
-        )?;
-        m.linear(
-            &format!("{from}/self_attention/linear_1"),
-            &format!("{to}.self_attn.out_proj"),
-        )?;
-        m.layer_norm(
-            &format!("{from}/self_attention/layer_norm"),
-            &format!("{to}.self_attn_layer_norm"),
-        )?;
+        m.self_attention(&from, &to)?;
         m.linear(
             &format!("{from}/attention/linear_0"),
             &format!("{to}.encoder_attn.q_proj"),
@@ -493,12 +494,7 @@ fn load_ct2(dir: &Path) -> Result<RawModel, ModelError> {
             &format!("{from}/attention/layer_norm"),
             &format!("{to}.encoder_attn_layer_norm"),
         )?;
-        m.linear(&format!("{from}/ffn/linear_0"), &format!("{to}.fc1"))?;
-        m.linear(&format!("{from}/ffn/linear_1"), &format!("{to}.fc2"))?;
-        m.layer_norm(
-            &format!("{from}/ffn/layer_norm"),
-            &format!("{to}.final_layer_norm"),
-        )?;
+        m.ffn(&from, &to)?;
     }
 
     let config = read_json(&dir.join("config.json"))?;
