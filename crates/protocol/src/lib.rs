@@ -8,6 +8,7 @@ pub mod grip;
 pub mod http;
 pub mod ids;
 pub mod ingest;
+pub mod lifetime;
 pub mod limits;
 pub mod meeting;
 pub mod transcript;
