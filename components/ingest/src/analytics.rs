@@ -20,6 +20,7 @@ use earshot_ws_session::talk::{self, Election, TalkChange};
 
 use crate::effects::IngestEffects;
 use crate::ingest::Capture;
+use crate::meeting_life;
 use crate::publish::publish;
 
 impl<E: IngestEffects> Capture<'_, '_, E> {
@@ -205,6 +206,13 @@ impl<E: IngestEffects> Capture<'_, '_, E> {
         };
         self.record_talk(change);
         let s = &mut *self.0;
+        if let TalkChange::SpeechEnded {
+            start_ms, end_ms, ..
+        } = change
+        {
+            let duration_ms = end_ms.saturating_sub(start_ms);
+            meeting_life::talked(s.settings, s.effects, &s.log, &meeting, source, duration_ms);
+        }
         publish(
             s.settings,
             s.effects,

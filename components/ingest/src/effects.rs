@@ -39,6 +39,12 @@ pub(crate) trait IngestEffects: Effects {
     /// Redis confirmed it.
     fn redis_announce(&mut self, announcement: &Announcement<'_>) -> Result<(), EffectError>;
 
+    /// Runs one of `earshot_protocol::meeting_end`'s scripts; `Ok` once Redis ran it.
+    fn redis_script(
+        &mut self,
+        call: &earshot_protocol::meeting_end::ScriptCall,
+    ) -> Result<(), EffectError>;
+
     /// `PUBLISH channel payload`.
     fn redis_publish(&mut self, channel: &str, payload: &[u8]) -> Result<(), EffectError>;
 

@@ -26,6 +26,7 @@ use serde_json::Value;
 
 use crate::announce::{self, Announcement, SessionEvent};
 use crate::effects::IngestEffects;
+use crate::meeting_life;
 use crate::presence::{self, Stream};
 use crate::ratelimit::{self, Admission};
 use crate::settings::Settings;
@@ -109,6 +110,15 @@ impl<E: IngestEffects> Component for Ingest<E> {
             connection_id: s.connection_id,
         };
         presence::disconnected(s.settings, s.effects, &s.log, stream, s.now_ms, why);
+        meeting_life::left(
+            s.settings,
+            s.effects,
+            &s.log,
+            meeting,
+            *source,
+            s.connection_id,
+            s.now_ms,
+        );
         let state = &s.state().ext;
         vec![
             ("frames", state.frames.into()),
@@ -178,6 +188,14 @@ impl<E: IngestEffects> Capture<'_, '_, E> {
         };
         let s = &mut *self.0;
         presence::connected(s.settings, s.effects, &s.log, stream, s.now_ms);
+        meeting_life::joined(
+            s.settings,
+            s.effects,
+            &s.log,
+            meeting,
+            s.connection_id,
+            s.now_ms,
+        );
         let line = self.log.transition(State::Connected, "connected");
         self.emit(line);
     }
@@ -318,6 +336,10 @@ impl<E: IngestEffects> Capture<'_, '_, E> {
                 .with("detail", e.0);
             self.emit(line);
             return self.close(CloseCode::InternalError, REASON_AUDIO_STORE_UNAVAILABLE);
+        }
+        if self.state().ext.frames == 0 {
+            let s = &mut *self.0;
+            meeting_life::audio_written(s.settings, s.effects, &s.log, meeting, *source);
         }
         let now = self.now_ms;
         let state = self.state();

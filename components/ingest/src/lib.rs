@@ -7,7 +7,7 @@
 //! Layout: the connection's life (auth, `Meta-*` state, logs, close) is
 //! `earshot_ws_session`'s; this crate is what the ingest route adds — the protocol (`ingest`,
 //! with the state it keeps in `state`), talk analytics (`analytics`), `ratelimit`,
-//! `presence`, `publish`, the session announcement to the transcription workers
+//! `presence`, the meeting's life in Redis (`meeting_life`: its end, totals, audio expiry), `publish`, the session announcement to the transcription workers
 //! (`announce`) and its `settings` — reaching the world only through
 //! [`effects::IngestEffects`]. The Spin shell (`spin/`: HTTP entry point and the effects over
 //! key-value, Redis and outbound HTTP) is built for wasm only, so the pure part unit-tests
@@ -21,6 +21,7 @@ mod analytics;
 mod announce;
 mod effects;
 mod ingest;
+mod meeting_life;
 mod presence;
 mod publish;
 mod ratelimit;

@@ -6,6 +6,7 @@ use earshot_protocol::limits::{
     DEFAULT_HANDSHAKE_TIMEOUT_MS, DEFAULT_IDLE_TIMEOUT_MS, DEFAULT_RATE_LIMIT_COUNT,
     DEFAULT_RATE_LIMIT_WINDOW_MS,
 };
+use earshot_protocol::meeting_end::{DEFAULT_AUDIO_RETENTION_S, DEFAULT_MEETING_END_GRACE_S};
 use earshot_ws_session::settings::{ConnSettings, SettingsError, Variables};
 
 /// The ingest rate limit: at most `count` accepted connections per (meeting, source) within
@@ -29,6 +30,12 @@ pub(crate) struct Settings {
     pub(crate) idle_timeout_ms: u64,
     /// The ingest rate limit.
     pub(crate) rate_limit: RateLimit,
+    /// Time after the last source left before the meeting ends, milliseconds
+    /// (`meeting_end_grace_s`).
+    pub(crate) meeting_end_grace_ms: u64,
+    /// Lifetime of an audio stream after its last session, milliseconds
+    /// (`audio_retention_s`).
+    pub(crate) audio_retention_ms: u64,
 }
 
 impl Settings {
@@ -45,6 +52,8 @@ impl Settings {
         let idle_timeout_ms = vars.positive("idle_timeout_ms", DEFAULT_IDLE_TIMEOUT_MS)?;
         let count = vars.positive("rate_limit_count", u64::from(DEFAULT_RATE_LIMIT_COUNT))?;
         let window_ms = vars.positive("rate_limit_window_ms", DEFAULT_RATE_LIMIT_WINDOW_MS)?;
+        let grace_s = vars.positive("meeting_end_grace_s", DEFAULT_MEETING_END_GRACE_S)?;
+        let retention_s = vars.positive("audio_retention_s", DEFAULT_AUDIO_RETENTION_S)?;
         Ok(Settings {
             conn,
             grip_publish_url,
@@ -55,6 +64,8 @@ impl Settings {
                     .map_err(|_| SettingsError::NotPositive("rate_limit_count"))?,
                 window_ms,
             },
+            meeting_end_grace_ms: grace_s.saturating_mul(1_000),
+            audio_retention_ms: retention_s.saturating_mul(1_000),
         })
     }
 

@@ -11,6 +11,7 @@ pub mod ingest;
 pub mod lifetime;
 pub mod limits;
 pub mod meeting;
+pub mod meeting_end;
 pub mod transcript;
 
 pub use close::CloseCode;

@@ -92,6 +92,17 @@ pub enum MeetingEvent {
         #[serde(flatten)]
         talk: TalkSummary,
     },
+    /// The meeting ended (its last source left and none came back within the grace
+    /// period, or `POST /api/v1/meetings/{id}/end`): sent once per meeting.
+    MeetingEnded {
+        /// Meeting id.
+        meeting_id: String,
+        /// Why it ended.
+        reason: crate::meeting_end::EndReason,
+        /// Duration, talk time per source, segment count.
+        #[serde(flatten)]
+        totals: crate::meeting_end::MeetingTotals,
+    },
 }
 
 /// One streaming source in a [`MeetingEvent::Snapshot`].

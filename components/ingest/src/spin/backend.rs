@@ -11,6 +11,7 @@ use spin_sdk::redis::{RedisParameter, RedisResult};
 use earshot_ws_session::effects::Effects;
 
 use earshot_protocol::asr::ANNOUNCE_SCRIPT;
+use earshot_protocol::meeting_end::ScriptCall;
 
 use crate::announce::Announcement;
 use crate::effects::{EffectError, IngestEffects, Update};
@@ -133,6 +134,17 @@ impl IngestEffects for SpinBackend<'_> {
                 "redis EVAL (announce): unexpected reply {other:?}"
             ))),
         }
+    }
+
+    fn redis_script(&mut self, call: &ScriptCall) -> Result<(), EffectError> {
+        let mut args = vec![binary(call.script), int(call.keys.len() as u64)];
+        args.extend(call.keys.iter().map(|k| binary(k)));
+        args.extend(call.args.iter().map(|a| binary(a)));
+        self.redis
+            .connection()?
+            .execute("EVAL", &args)
+            .map_err(|e| EffectError(format!("redis EVAL (meeting): {e}")))?;
+        Ok(())
     }
 
     fn redis_publish(&mut self, channel: &str, payload: &[u8]) -> Result<(), EffectError> {

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use earshot_protocol::meeting_end::ScriptCall;
 use serde_json::Value;
 
 use earshot_ws_session::effects::Effects;
@@ -38,6 +39,8 @@ pub(super) struct Fake {
     /// Announcements fail (the rest of Redis works).
     pub(super) announce_down: bool,
     pub(super) http_published: Vec<(String, Value)>,
+    /// Every meeting script run (`earshot_protocol::meeting_end`), in order.
+    pub(super) scripts: Vec<ScriptCall>,
     pub(super) logs: Vec<Value>,
     pub(super) next_random: u8,
 }
@@ -129,6 +132,14 @@ impl IngestEffects for Fake {
         }
         self.announced
             .push((announcement.keys(), announcement.args()));
+        Ok(())
+    }
+
+    fn redis_script(&mut self, call: &ScriptCall) -> Result<(), EffectError> {
+        if self.redis_down {
+            return Err(down("redis"));
+        }
+        self.scripts.push(call.clone());
         Ok(())
     }
 

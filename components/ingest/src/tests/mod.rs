@@ -4,6 +4,7 @@
 mod analytics;
 mod announce;
 mod fake;
+mod meeting_life;
 
 use earshot_protocol::ingest::ServerMessage;
 use earshot_protocol::limits::{AUDIO_STREAM_MAXLEN, MAX_FRAME_BYTES};
