@@ -1,6 +1,7 @@
 //! Authentication of a WebSocket's OPEN (DESIGN.md "Tokens"): one carrier, a verified token,
-//! not revoked, with the route's scope and meeting. Runs once per connection: the handshake
-//! is the only moment a refusal can still be explained to the client.
+//! not revoked, with the route's scope and meeting; and of a live connection's `refresh`
+//! (the same checks on a fresher token of the same subject). Between the two, the relay
+//! closes the connection at the token's `exp` or when its `jti` is revoked.
 
 use earshot_auth::{
     extract_token, revocation_key, AuthError, ConfigError, RevocationRecord, Scope, VerifiedToken,
@@ -55,6 +56,51 @@ pub fn authenticate(
         credentials.protocols.as_deref(),
     )
     .map_err(AuthFailure::Denied)?;
+    verify(&token, settings, scope, meeting, now_unix, effects)
+}
+
+/// Verifies a `refresh` of a live connection to `meeting` (scope `scope`) held by `sub`:
+/// the fresher token must pass every check of an OPEN, be for the same subject, and not be
+/// expired now — without the clock leeway an OPEN gets, since the point is to outlive the
+/// old token, not to match it.
+pub fn authenticate_refresh(
+    token: &str,
+    sub: &str,
+    settings: &TokenSettings,
+    scope: Scope,
+    meeting: &MeetingId,
+    now_ms: u64,
+    effects: &mut impl Effects,
+) -> Result<VerifiedToken, RefreshFailure> {
+    let verified = verify(token, settings, scope, meeting, now_ms / 1000, effects)
+        .map_err(RefreshFailure::Auth)?;
+    if verified.exp.saturating_mul(1000) <= now_ms {
+        return Err(RefreshFailure::Auth(AuthFailure::Denied(AuthError::Expired)));
+    }
+    if verified.sub != sub {
+        return Err(RefreshFailure::OtherSubject);
+    }
+    Ok(verified)
+}
+
+/// Why a refresh was refused.
+#[derive(Debug)]
+pub enum RefreshFailure {
+    /// The token failed a check an OPEN makes too.
+    Auth(AuthFailure),
+    /// A valid token, but for another subject than the connection's (close 1008).
+    OtherSubject,
+}
+
+/// The checks of one token: signature and claims, the revocation list, scope and meeting.
+fn verify(
+    token: &str,
+    settings: &TokenSettings,
+    scope: Scope,
+    meeting: &MeetingId,
+    now_unix: u64,
+    effects: &mut impl Effects,
+) -> Result<VerifiedToken, AuthFailure> {
     let verifier = Verifier::from_settings(
         &settings.algorithm,
         &settings.secret,
@@ -63,7 +109,7 @@ pub fn authenticate(
     )
     .map_err(AuthFailure::Misconfigured)?;
     let verified = verifier
-        .verify(&token, now_unix)
+        .verify(token, now_unix)
         .map_err(AuthFailure::Denied)?;
     if let Some(jti) = &verified.jti {
         let stored = effects

@@ -26,6 +26,10 @@ pub mod field {
     pub const SUB: &str = "sub";
     /// When the connection was accepted, unix milliseconds.
     pub const OPENED_MS: &str = "opened-ms";
+    /// The token's `exp` (unix seconds): the relay closes the connection then.
+    pub const TOKEN_EXP: &str = earshot_protocol::lifetime::META_TOKEN_EXP;
+    /// The token's `jti` (empty: none): the relay closes the connection when it is revoked.
+    pub const JTI: &str = earshot_protocol::lifetime::META_JTI;
 }
 
 /// Where a connection is in its life.
@@ -90,6 +94,10 @@ pub struct Meta<S> {
     pub sub: String,
     /// When it was accepted, unix milliseconds.
     pub opened_ms: u64,
+    /// The current token's `exp`, unix seconds (`None`: not known, as on a refused OPEN).
+    pub token_exp: Option<u64>,
+    /// The current token's `jti`, when it has one.
+    pub jti: Option<String>,
     /// The component's own fields.
     pub ext: S,
 }
@@ -145,6 +153,8 @@ impl<S: StateFields> Meta<S> {
             source,
             sub: sub.to_owned(),
             opened_ms: now_ms,
+            token_exp: None,
+            jti: None,
             ext: S::opened(now_ms),
         }
     }
@@ -160,6 +170,12 @@ impl<S: StateFields> Meta<S> {
         ];
         if let Some(source) = self.source {
             fields.push((field::SOURCE, source.as_str().to_owned()));
+        }
+        if let Some(exp) = self.token_exp {
+            fields.push((field::TOKEN_EXP, exp.to_string()));
+            // Written even when empty: a refresh to a token without `jti` must clear the
+            // old one, or revoking the old token would still close this connection.
+            fields.push((field::JTI, self.jti.clone().unwrap_or_default()));
         }
         self.ext.write(&mut fields);
         fields
@@ -194,6 +210,8 @@ impl<S: StateFields> Meta<S> {
             source,
             sub: fields.get(field::SUB)?.unwrap_or_default(),
             opened_ms: fields.number(field::OPENED_MS)?,
+            token_exp: fields.optional_number(field::TOKEN_EXP)?,
+            jti: fields.get(field::JTI)?,
             ext: S::read(&fields)?,
         }))
     }

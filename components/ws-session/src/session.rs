@@ -8,11 +8,18 @@ pub use earshot_auth::Scope;
 use earshot_protocol::close::{fit_reason, AUTH_FAILED_PREFIX, BAD_REQUEST_PREFIX};
 use earshot_protocol::grip::GRIP_EXTENSION;
 use earshot_protocol::ids::IdError;
+use earshot_protocol::lifetime::{
+    RefreshRequest, Refreshed, REASON_REFRESH_OTHER_SUBJECT, REASON_TOKEN_EXPIRED,
+};
 use earshot_protocol::{CloseCode, Event, Source, WsRoute};
 
 use serde_json::Value;
 
-use crate::auth::{authenticate, select_subprotocol, AuthFailure, Credentials};
+use crate::auth::{
+    authenticate, authenticate_refresh, select_subprotocol, AuthFailure, Credentials,
+    RefreshFailure,
+};
+use earshot_auth::AuthError;
 use crate::effects::Effects;
 use crate::log::{Level, Line, LogContext, State};
 use crate::meta::{Meta, MetaError, Phase, StateFields};
@@ -172,6 +179,13 @@ pub fn handle<C: Component>(
         },
         Ok(Some(meta)) => {
             session.resume(meta);
+            // The relay closes at `exp` itself; this catches a GRIP proxy that does not
+            // (Pushpin) on the connection's next request. A refresh in this very batch
+            // gets its chance first.
+            let refreshing = events.as_slice().iter().any(is_refresh);
+            if session.live() && !refreshing && session.token_expired() {
+                session.close(CloseCode::PolicyViolation, REASON_TOKEN_EXPIRED);
+            }
             if session.live() {
                 let ending = events
                     .as_slice()
@@ -330,6 +344,77 @@ impl<C: Component> Session<'_, C> {
         };
         self.log.sub = Some(token.sub.clone());
         C::open(self, &token.sub);
+        if self.live() {
+            // Accepted: the relay arms its expiry timer and its revocation index from these.
+            let meta = self.state();
+            meta.token_exp = Some(token.exp);
+            meta.jti = token.jti;
+        }
+    }
+
+    /// Whether the connection's token has expired (`exp` is a whole second: expired from
+    /// its first millisecond on, as the relay's timer counts).
+    fn token_expired(&self) -> bool {
+        let exp = self.meta.as_ref().and_then(|m| m.token_exp);
+        exp.is_some_and(|exp| self.now_ms >= exp.saturating_mul(1000))
+    }
+
+    /// A `refresh`: a fresher token for the same subject, scope and meeting renews the
+    /// connection (`refreshed` with the new `exp`); anything else closes it 1008 (1011
+    /// when the token variables or the revocation list fail).
+    fn refresh(&mut self, request: RefreshRequest) {
+        let denied = |e: &dyn std::fmt::Display| format!("{AUTH_FAILED_PREFIX}{e}");
+        let Some(token) = request.token else {
+            return self.close(CloseCode::PolicyViolation, &denied(&AuthError::Missing));
+        };
+        let sub = self.state().sub.clone();
+        let result = authenticate_refresh(
+            &token,
+            &sub,
+            C::token_settings(self.settings),
+            C::SCOPE,
+            self.route.meeting(),
+            self.now_ms,
+            self.effects,
+        );
+        let verified = match result {
+            Ok(verified) => verified,
+            Err(RefreshFailure::OtherSubject) => {
+                return self.close(
+                    CloseCode::PolicyViolation,
+                    &denied(&REASON_REFRESH_OTHER_SUBJECT),
+                )
+            }
+            Err(RefreshFailure::Auth(AuthFailure::Denied(e))) => {
+                return self.close(CloseCode::PolicyViolation, &denied(&e))
+            }
+            Err(RefreshFailure::Auth(AuthFailure::Misconfigured(e))) => {
+                let line = self
+                    .log
+                    .line(Level::Error, "refresh failed")
+                    .with("detail", e.to_string());
+                self.emit(line);
+                return self.close(CloseCode::InternalError, reason::AUTH_MISCONFIGURED);
+            }
+            Err(RefreshFailure::Auth(AuthFailure::StoreUnavailable(e))) => {
+                let line = self
+                    .log
+                    .line(Level::Error, "refresh failed")
+                    .with("detail", e.0);
+                self.emit(line);
+                return self.close(CloseCode::InternalError, reason::TOKEN_STORE_UNAVAILABLE);
+            }
+        };
+        let exp = verified.exp;
+        let meta = self.state();
+        meta.token_exp = Some(exp);
+        meta.jti = verified.jti;
+        let line = self
+            .log
+            .line(Level::Info, "token refreshed")
+            .with("exp", exp);
+        self.emit(line);
+        self.out.push(Event::Text(Refreshed { exp }.to_json()));
     }
 
     /// Refuses an OPEN (the reply already holds the OPEN): close, and remember the connection
@@ -411,7 +496,10 @@ impl<C: Component> Session<'_, C> {
             Event::Ping(_) | Event::Pong(_) => {}
             Event::Close { code, .. } => self.client_closed(code),
             Event::Disconnect => self.cleanup(reason::DISCONNECTED),
-            Event::Text(text) => C::text(self, &text),
+            Event::Text(text) => match RefreshRequest::parse(&text) {
+                Some(request) => self.refresh(request),
+                None => C::text(self, &text),
+            },
             Event::Binary(data) => C::binary(self, &data),
         }
     }
@@ -483,6 +571,11 @@ impl<C: Component> Session<'_, C> {
             log: self.log,
         }
     }
+}
+
+/// Whether an event is a client's `refresh`.
+fn is_refresh(e: &Event) -> bool {
+    matches!(e, Event::Text(t) if RefreshRequest::parse(t).is_some())
 }
 
 /// Whether an endpoint may send close code `code` (RFC 6455 §7.4: 1004–1006 and 1015 are

@@ -41,15 +41,28 @@ pub fn token(scope: &str, meetings: &[&str]) -> String {
 
 /// [`token`] with its own `jti`.
 pub fn token_with_jti(scope: &str, meetings: &[&str], jti: &str) -> String {
+    token_for("agent 1", scope, meetings, jti, T0 / 1000, None)
+}
+
+/// A token of `sub` with `scope` for `meetings`, issued at `iat` (unix seconds) for `ttl_s`
+/// (`None`: the issuer's default of an hour).
+pub fn token_for(
+    sub: &str,
+    scope: &str,
+    meetings: &[&str],
+    jti: &str,
+    iat: u64,
+    ttl_s: Option<u64>,
+) -> String {
     let request = IssueRequest {
-        sub: "agent 1".into(),
+        sub: sub.into(),
         scope: scope.into(),
         meetings: meetings.iter().map(|m| (*m).to_owned()).collect(),
-        ttl_s: None,
+        ttl_s,
     };
     Issuer::from_settings(SECRET, "")
         .unwrap()
-        .issue(&request, T0 / 1000, 86_400, jti.into())
+        .issue(&request, iat, 86_400, jti.into())
         .unwrap()
         .token
 }
