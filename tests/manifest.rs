@@ -143,6 +143,7 @@ async fn load_root_manifest(path: &Path, redis_url: Option<String>) -> (tempfile
         redis_url,
         variable_overrides: Default::default(),
         cache_dir: earshot_host::cache::default_cache_dir(),
+        instances: Default::default(),
     };
     let secrets = |k: &str| match k {
         "SPIN_VARIABLE_JWT_SECRET" => Some("a-test-secret-that-is-at-least-32-bytes".to_owned()),

@@ -16,6 +16,7 @@ use crate::bindings::redis_trigger::RedisTriggerPre;
 use crate::bindings::SpinImports;
 use crate::cache::compile_cached;
 use crate::engine::{new_engine, GUEST_CALL_DEADLINE_TICKS};
+use crate::instance_pool::{InstancePool, InstancePoolConfig};
 use crate::kv::{KeyValueBackend, KvGrants};
 use crate::manifest::{ComponentDef, Manifest};
 use crate::outbound::AllowedHosts;
@@ -42,6 +43,8 @@ pub struct HostConfig {
     pub variable_overrides: BTreeMap<String, String>,
     /// Where precompiled components are cached (keyed by the .wasm's hash).
     pub cache_dir: Option<PathBuf>,
+    /// How many instances run at once and how long a request waits for one.
+    pub instances: InstancePoolConfig,
 }
 
 /// One component, ready to instantiate for the triggers that name it.
@@ -60,6 +63,7 @@ pub struct App {
     shared: Arc<Shared>,
     pub(crate) redis_triggers: Vec<RedisTriggerPlan>,
     variables: Variables,
+    pub(crate) pool: InstancePool,
 }
 
 /// One line describing a loaded component, for the startup log.
@@ -93,7 +97,7 @@ impl App {
         let redis_triggers = trigger_redis::plan(&manifest, &variables, config.redis_url.as_deref())
             .context("[application.trigger.redis] address")?;
         let kv_labels: Vec<String> = KV_STORE_LABELS.iter().map(|l| (*l).to_owned()).collect();
-        let engine = new_engine()?;
+        let engine = new_engine(config.instances.max_instances)?;
         let linker = linker(&engine)?;
         let mut components = HashMap::new();
         for (id, def) in &manifest.components {
@@ -103,7 +107,8 @@ impl App {
         }
         let router = Router::new(manifest.http_triggers.iter().map(|t| (t.route.as_str(), t.component.as_str())));
         let shared = Arc::new(Shared { kv, kv_labels, redis: RedisPool::default() });
-        Ok(App { engine, manifest, router, components, shared, redis_triggers, variables })
+        let pool = InstancePool::new(config.instances);
+        Ok(App { engine, manifest, router, components, shared, redis_triggers, variables, pool })
     }
 
     /// The resolved value of application variable `name`.
@@ -127,6 +132,11 @@ impl App {
                 channels: self.manifest.redis_triggers.iter().filter(|t| &t.component == id).map(|t| t.channel.clone()).collect(),
             })
             .collect()
+    }
+
+    /// Requests waiting for a free component instance now.
+    pub fn queued_requests(&self) -> usize {
+        self.pool.queued()
     }
 
     /// A store for one guest call of `runtime`'s component, trapping after

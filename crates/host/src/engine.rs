@@ -6,11 +6,9 @@ use std::time::Duration;
 use anyhow::Context;
 use wasmtime::Engine;
 
-/// Most component instances alive at once. Each request or Redis message holds one
-/// for microseconds to a few milliseconds; 256 covers bursts of requests parked on
-/// Redis round trips on a 2-core machine, and bounds the pooling allocator's
-/// up-front address-space reservation.
-pub const MAX_CONCURRENT_INSTANCES: u32 = 256;
+/// Most component instances alive at once by default (see
+/// [`crate::instance_pool::DEFAULT_MAX_INSTANCES`] for why); requests beyond it queue.
+pub const MAX_CONCURRENT_INSTANCES: u32 = crate::instance_pool::DEFAULT_MAX_INSTANCES;
 
 /// Linear memory one instance may grow to, in bytes. Earshot's components need a
 /// few MiB (a 64 KiB PCM frame, a JSON body); 64 MiB leaves room without letting
@@ -35,20 +33,22 @@ const MEMORY_GUARD_BYTES: u64 = 64 << 10;
 /// Epoch ticks a guest call may run before it traps ([`GUEST_CALL_TIMEOUT`] in ticks).
 pub(crate) const GUEST_CALL_DEADLINE_TICKS: u64 = (GUEST_CALL_TIMEOUT.as_millis() / EPOCH_TICK.as_millis()) as u64;
 
-/// Builds the engine and starts its epoch ticker (which stops when the engine is dropped).
-pub(crate) fn new_engine() -> anyhow::Result<Engine> {
+/// Builds the engine, its pool sized for `max_instances` component instances, and
+/// starts its epoch ticker (which stops when the engine is dropped).
+pub(crate) fn new_engine(max_instances: u32) -> anyhow::Result<Engine> {
+    anyhow::ensure!(max_instances > 0, "the instance pool needs at least one slot");
     let mut config = wasmtime::Config::new();
     config.epoch_interruption(true);
     let mut pool = wasmtime::PoolingAllocationConfig::default();
-    pool.total_component_instances(MAX_CONCURRENT_INSTANCES);
+    pool.total_component_instances(max_instances);
     // A wasm32-wasip2 component holds a handful of core instances (the module, the
     // adapter shims); 16 each is generous.
     pool.max_core_instances_per_component(16);
-    pool.total_core_instances(MAX_CONCURRENT_INSTANCES * 8);
+    pool.total_core_instances(max_instances * 8);
     pool.max_memories_per_component(4);
-    pool.total_memories(MAX_CONCURRENT_INSTANCES * 2);
+    pool.total_memories(max_instances * 2);
     pool.max_tables_per_component(8);
-    pool.total_tables(MAX_CONCURRENT_INSTANCES * 8);
+    pool.total_tables(max_instances * 8);
     pool.max_memory_size(MAX_INSTANCE_MEMORY_BYTES);
     config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
     // Reserve only what an instance may use: the default 4 GiB per memory times the

@@ -15,6 +15,7 @@ use wasmtime_wasi_http::WasiHttpView;
 
 use crate::app::App;
 use crate::guest_log::forward_guest_output;
+use crate::instance_pool::InstanceBusy;
 use crate::routes::RouteMatch;
 use crate::state::{ComponentRuntime, HostState};
 
@@ -44,6 +45,10 @@ impl App {
         let req = with_spin_headers(req, &matched, client_addr);
         match self.call_http(pre, &component.runtime, req).await {
             Ok(resp) => resp,
+            Err(e) if e.downcast_ref::<InstanceBusy>().is_some() => {
+                tracing::warn!(component = %id, error = %e, queued = self.pool.queued(), "request not served: no free instance");
+                busy()
+            }
             Err(e) => {
                 tracing::error!(component = %id, error = format!("{e:#}"), "component failed");
                 plain(http::StatusCode::INTERNAL_SERVER_ERROR, "component failed\n")
@@ -61,6 +66,8 @@ impl App {
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
+        // Held by the guest's task until its store is gone: the slot is the instance.
+        let slot = self.pool.acquire().await?;
         let mut store = self.new_store(runtime);
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let req = store
@@ -86,6 +93,8 @@ impl App {
             .await;
             let state = store.data();
             forward_guest_output(&id, &state.stdout, &state.stderr);
+            drop(store);
+            drop(slot);
             result.map_err(anyhow::Error::from)
         });
         match receiver.await {
@@ -142,6 +151,21 @@ fn with_spin_headers<B>(
         set("spin-client-addr", &addr.to_string());
     }
     req
+}
+
+/// Body of the 503 a request gets when it waited past the instance queue's deadline
+/// (or found the queue full); the relay closes the WebSocket 1011 on it.
+pub const BUSY_BODY: &str = "busy: no free component instance (instance queue deadline passed)\n";
+
+/// Seconds a client is asked to wait (`Retry-After`) after [`BUSY_BODY`]: about one
+/// queue deadline, by which time the burst has drained or the host is plainly overloaded.
+pub const BUSY_RETRY_AFTER_S: u64 = 5;
+
+/// 503 + `Retry-After`: every instance stayed busy past the queue deadline.
+fn busy() -> http::Response<HyperOutgoingBody> {
+    let mut resp = plain(http::StatusCode::SERVICE_UNAVAILABLE, BUSY_BODY);
+    resp.headers_mut().insert(http::header::RETRY_AFTER, http::HeaderValue::from(BUSY_RETRY_AFTER_S));
+    resp
 }
 
 /// A small text response produced by the host itself.

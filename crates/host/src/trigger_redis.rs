@@ -79,6 +79,7 @@ impl App {
             .get(component_id)
             .ok_or_else(|| anyhow!("no component `{component_id}`"))?;
         let pre = component.redis.clone().ok_or_else(|| anyhow!("`{component_id}` is not a Redis component"))?;
+        let slot = self.pool.acquire().await.with_context(|| format!("component `{component_id}`"))?;
         let mut store = self.new_store(&component.runtime);
         let result = async {
             let instance = pre.instantiate_async(&mut store).await?;
@@ -87,6 +88,8 @@ impl App {
         .await;
         let state = store.data();
         forward_guest_output(component_id, &state.stdout, &state.stderr);
+        drop(store);
+        drop(slot);
         match result.map_err(anyhow::Error::from).with_context(|| format!("component `{component_id}` trapped"))? {
             Ok(()) => Ok(()),
             Err(e) => bail!("component `{component_id}` rejected the message: {e:?}"),

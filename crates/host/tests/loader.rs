@@ -90,6 +90,7 @@ async fn run(name: &str, case_dir: &Path) -> Result<(), String> {
         redis_url: case.redis_url.clone(),
         variable_overrides: case.overrides.clone(),
         cache_dir: None,
+        instances: Default::default(),
     };
     let kv = Arc::new(SqliteKv::in_memory().unwrap());
     let env = case.env.clone();

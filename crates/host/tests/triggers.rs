@@ -72,6 +72,7 @@ async fn load(redis_url: Option<String>, kv: Arc<dyn KeyValueBackend>) -> (tempf
         redis_url,
         variable_overrides: Default::default(),
         cache_dir: Some(dir.path().join("cache")),
+        instances: Default::default(),
     };
     let app = App::load_with_env(&path, config, kv, |_| None).await.expect("loading the app");
     (dir, app)

@@ -18,6 +18,10 @@ pub(crate) const REASON_BACKEND_UNAVAILABLE: &str = "backend unavailable";
 /// (a non-200 status, a malformed body) or its task died.
 pub(crate) const REASON_BACKEND_FAILURE: &str = "backend failure";
 
+/// Reason sent with 1011 when the backend answered 503: every component instance
+/// stayed busy until the request's queue deadline passed (the host is overloaded).
+pub(crate) const REASON_BACKEND_BUSY: &str = "backend busy: instance queue deadline passed";
+
 /// A close frame the relay sends: code and reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Close {
@@ -56,6 +60,11 @@ impl Close {
     /// 1011 `backend failure`: the backend answered with something unusable.
     pub(crate) fn backend_failure() -> Self {
         Close::fixed(CloseCode::InternalError, REASON_BACKEND_FAILURE)
+    }
+
+    /// 1011 `backend busy: instance queue deadline passed`: the backend answered 503.
+    pub(crate) fn backend_busy() -> Self {
+        Close::fixed(CloseCode::InternalError, REASON_BACKEND_BUSY)
     }
 
     /// 1009 `frame too large`: a client message over the relay's cap.
@@ -118,6 +127,7 @@ mod tests {
         assert_eq!(wire(Close::too_big()), (1009, "frame too large".into()));
         assert_eq!(wire(Close::backend_unavailable()), (1011, "backend unavailable".into()));
         assert_eq!(wire(Close::backend_failure()), (1011, "backend failure".into()));
+        assert_eq!(wire(Close::backend_busy()), (1011, "backend busy: instance queue deadline passed".into()));
         assert_eq!(wire(Close::slow_consumer()), (4008, "slow consumer".into()));
         assert!(Close::slow_consumer().is_slow_consumer());
         assert_eq!(wire(Close::from_backend(None, String::new())), (1000, String::new()));

@@ -333,6 +333,10 @@ where
                     }
                 }
             }
+            Ok(Ok(resp)) if resp.status() == http::StatusCode::SERVICE_UNAVAILABLE => {
+                tracing::error!(connection_id = %id, status = 503, "backend busy: the request waited past its queue deadline");
+                self.on_backend_failure(Close::backend_busy());
+            }
             Ok(Ok(resp)) => {
                 tracing::error!(connection_id = %id, status = resp.status().as_u16(), "backend refused a request");
                 self.on_backend_failure(Close::backend_failure());

@@ -172,8 +172,11 @@ impl Relay {
                 let (parts, body) = resp.into_parts();
                 let mut out = http::Response::new(Full::new(body));
                 *out.status_mut() = parts.status;
-                if let Some(ct) = parts.headers.get(http::header::CONTENT_TYPE) {
-                    out.headers_mut().insert(http::header::CONTENT_TYPE, ct.clone());
+                // Retry-After too: a busy host (503) says when to come back.
+                for name in [http::header::CONTENT_TYPE, http::header::RETRY_AFTER] {
+                    if let Some(v) = parts.headers.get(&name) {
+                        out.headers_mut().insert(name, v.clone());
+                    }
                 }
                 return out;
             }

@@ -65,6 +65,13 @@ pub struct ServerConfig {
     /// Most WebSockets in total (more are refused with 503).
     #[arg(long, env = "EARSHOT_MAX_CONNECTIONS", default_value_t = earshot_relay::limits::DEFAULT_MAX_CONNECTIONS_TOTAL)]
     pub max_connections: usize,
+    /// Component instances running at once; requests beyond it wait in a FIFO queue.
+    #[arg(long, env = "EARSHOT_MAX_INSTANCES", default_value_t = earshot_host::instance_pool::DEFAULT_MAX_INSTANCES)]
+    pub max_instances: u32,
+    /// Longest a request waits for a free instance, in milliseconds; past it the request
+    /// fails (HTTP 503, or WebSocket close 1011 `backend busy`).
+    #[arg(long, env = "EARSHOT_INSTANCE_QUEUE_TIMEOUT_MS", default_value_t = earshot_host::instance_pool::DEFAULT_QUEUE_TIMEOUT.as_millis() as u64)]
+    pub instance_queue_timeout_ms: u64,
     /// Browser origins allowed to open WebSockets besides the same origin (repeatable; `*` = any).
     #[arg(long = "allow-origin", env = "EARSHOT_ALLOW_ORIGINS", value_delimiter = ',')]
     pub allow_origins: Vec<String>,
@@ -102,6 +109,8 @@ impl ServerConfig {
             public_ws_over_http: false,
             max_connections_per_ip: earshot_relay::limits::DEFAULT_MAX_CONNECTIONS_PER_IP,
             max_connections: earshot_relay::limits::DEFAULT_MAX_CONNECTIONS_TOTAL,
+            max_instances: earshot_host::instance_pool::DEFAULT_MAX_INSTANCES,
+            instance_queue_timeout_ms: earshot_host::instance_pool::DEFAULT_QUEUE_TIMEOUT.as_millis() as u64,
             allow_origins: Vec::new(),
             asr: crate::transcription::AsrArgs::default(),
             no_asr: true,

@@ -312,6 +312,11 @@ async fn load_app(config: &ServerConfig, internal_addr: SocketAddr) -> anyhow::R
         redis_url: config.redis.clone(),
         variable_overrides: overrides,
         cache_dir: config.cache_dir.clone().or_else(earshot_host::cache::default_cache_dir),
+        instances: earshot_host::InstancePoolConfig {
+            max_instances: config.max_instances,
+            queue_timeout: std::time::Duration::from_millis(config.instance_queue_timeout_ms),
+            ..Default::default()
+        },
     };
     App::load(&config.manifest, host, kv)
         .await

@@ -374,6 +374,17 @@ async fn a_backend_error_status_or_bad_body_closes_1011() {
 }
 
 #[tokio::test]
+async fn a_busy_backend_closes_1011_saying_the_queue_deadline_passed() {
+    let mut h = start(accepted());
+    h.text("a");
+    h.call().await.answer(Ok(http::Response::builder().status(503).body(Bytes::new()).unwrap()));
+    let (_, code, reason) = h.close_frame().await;
+    assert_eq!((code, reason.as_str()), (1011, "backend busy: instance queue deadline passed"));
+    let mut h = h.finished().await;
+    h.no_call().await;
+}
+
+#[tokio::test]
 async fn shutdown_closes_1001_and_tells_the_backend() {
     let mut h = start(accepted());
     h.shutdown.send(true).unwrap();
