@@ -7,6 +7,7 @@ use std::borrow::Cow;
 use earshot_protocol::close::{
     fit_reason, REASON_INVALID_UTF8, REASON_PROTOCOL_ERROR, REASON_SHUTTING_DOWN, REASON_SLOW_CONSUMER, REASON_TOO_BIG,
 };
+use earshot_protocol::lifetime::{REASON_TOKEN_EXPIRED, REASON_TOKEN_REVOKED};
 use earshot_protocol::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -67,6 +68,17 @@ impl Close {
         Close::fixed(CloseCode::InternalError, REASON_BACKEND_BUSY)
     }
 
+    /// 1008 `auth failed: token expired`: the connection's token reached its `exp`
+    /// without a refresh.
+    pub(crate) fn token_expired() -> Self {
+        Close::fixed(CloseCode::PolicyViolation, REASON_TOKEN_EXPIRED)
+    }
+
+    /// 1008 `auth failed: token revoked`: the connection's `jti` was revoked.
+    pub(crate) fn token_revoked() -> Self {
+        Close::fixed(CloseCode::PolicyViolation, REASON_TOKEN_REVOKED)
+    }
+
     /// 1009 `frame too large`: a client message over the relay's cap.
     pub(crate) fn too_big() -> Self {
         Close::fixed(CloseCode::TooBig, REASON_TOO_BIG)
@@ -124,6 +136,8 @@ mod tests {
         assert_eq!(wire(Close::shutting_down()), (1001, "relay shutting down".into()));
         assert_eq!(wire(Close::protocol_error()), (1002, "protocol error".into()));
         assert_eq!(wire(Close::invalid_utf8()), (1007, "invalid UTF-8".into()));
+        assert_eq!(wire(Close::token_expired()), (1008, "auth failed: token expired".into()));
+        assert_eq!(wire(Close::token_revoked()), (1008, "auth failed: token revoked".into()));
         assert_eq!(wire(Close::too_big()), (1009, "frame too large".into()));
         assert_eq!(wire(Close::backend_unavailable()), (1011, "backend unavailable".into()));
         assert_eq!(wire(Close::backend_failure()), (1011, "backend failure".into()));

@@ -151,9 +151,11 @@ impl Hub {
         self.lock().contains_key(channel)
     }
 
-    /// Number of channels with at least one local subscriber.
+    /// Number of channels with at least one local subscriber, not counting the relay's own
+    /// revocation listener (`crate::lifetime`), which every relay has.
     pub fn channel_count(&self) -> usize {
-        self.lock().len()
+        let channels = self.lock();
+        channels.len() - usize::from(channels.contains_key(earshot_protocol::lifetime::REVOCATION_CHANNEL))
     }
 
     /// Publishes an item: through Redis when configured (every relay delivers it),

@@ -6,6 +6,7 @@
 pub mod backend;
 mod close;
 pub mod hub;
+mod lifetime;
 pub mod limits;
 mod publish;
 mod queue;
@@ -92,6 +93,8 @@ pub(crate) struct RelayShared {
     pub(crate) limits: limits::ConnectionLimits,
     /// Live sessions, for the metrics endpoint and the shutdown drain.
     open_sessions: AtomicU64,
+    /// Token expiry deadlines and the `jti` index of live connections.
+    pub(crate) lifetimes: Arc<lifetime::Lifetimes>,
 }
 
 /// How long a `Grip-Sig` stays valid, in seconds: each request is signed afresh, so
@@ -113,6 +116,7 @@ impl RelayShared {
             grip_key,
             conn_seq: AtomicU64::new(1),
             open_sessions: AtomicU64::new(0),
+            lifetimes: Arc::default(),
         }
     }
 
@@ -165,7 +169,13 @@ impl Relay {
         config: RelayConfig,
         shutdown: tokio::sync::watch::Receiver<bool>,
     ) -> Self {
-        Relay { shared: Arc::new(RelayShared::new(backend, hub, config)), shutdown }
+        let shared = Arc::new(RelayShared::new(backend, hub, config));
+        // The expiry task and the revocation listener need a runtime; a relay built outside
+        // one (unit tests of its parts) enforces no token lifetime.
+        if tokio::runtime::Handle::try_current().is_ok() {
+            shared.lifetimes.start(&shared.hub);
+        }
+        Relay { shared, shutdown }
     }
 
     /// The fan-out hub.

@@ -24,6 +24,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use crate::backend::BackendError;
 use crate::close::Close;
 use crate::hub::{request_close, CloseRequest, Subscriber};
+use crate::lifetime;
 use crate::queue::{send_queue, Outbound, QueueSender};
 use crate::request::{apply_set_meta, build_request, Template};
 use crate::writer::{write_loop, CLOSE_HANDSHAKE_TIMEOUT};
@@ -179,6 +180,7 @@ pub(crate) async fn run<S, R>(
         stream,
         shutdown,
     };
+    session.shared.lifetimes.track(session.conn_seq, &session.meta, &session.close_tx);
     session.on_backend_events(accepted.events);
     while let Some(input) = session.next_input().await {
         session.handle(input);
@@ -324,7 +326,11 @@ where
         let id = &self.fields.connection_id;
         match res {
             Ok(Ok(resp)) if resp.status() == http::StatusCode::OK => {
+                let renewed = lifetime::renews(resp.headers(), &self.meta);
                 apply_set_meta(resp.headers(), &mut self.meta);
+                if renewed {
+                    self.shared.lifetimes.track(self.conn_seq, &self.meta, &self.close_tx);
+                }
                 match decode_events(resp.body()) {
                     Ok(events) => self.on_backend_events(events),
                     Err(e) => {
@@ -450,6 +456,7 @@ where
         for ch in &subscriptions {
             shared.hub.unsubscribe(ch, conn_seq);
         }
+        shared.lifetimes.forget(conn_seq);
         let earned = match client {
             Client::Gone { earned } => Some(earned),
             Client::Reading => None,
