@@ -46,7 +46,7 @@ async fn dispatch(
     match route {
         Route::Token => routes::issue(parts, &body, &settings, now, log),
         Route::Introspect => routes::introspect(&body, &settings, now, log),
-        Route::Revoke => routes::revoke(parts, &body, &settings, now, log),
+        Route::Revoke => routes::revoke(parts, &body, &settings, now, log).await,
     }
 }
 

@@ -4,7 +4,11 @@ use earshot_auth::{
     issued_key, revocation_key, AuthError, IssueError, IssueRequest, IssuedRecord, IssuedToken,
     RevocationRecord, RevocationStatus, VerifiedToken,
 };
+use earshot_component_common::grip::{http_publish, Delivery};
+use earshot_component_common::redis::Redis;
 use earshot_component_common::request_log::RequestLog;
+use earshot_protocol::grip::Item;
+use earshot_protocol::lifetime::{Revocation, REVOCATION_CHANNEL};
 use serde::{Deserialize, Serialize};
 use spin_sdk::http::Response;
 use spin_sdk::key_value::Store;
@@ -115,8 +119,11 @@ fn inactive(reason: String, log: &mut RequestLog) -> Response {
 }
 
 /// `POST /api/v1/auth/revoke`: `{"token"}` revokes the presented token (holding it is the
-/// authority); `{"jti"}` needs the admin key. The record lives until the token's `exp`.
-pub(crate) fn revoke(
+/// authority); `{"jti"}` needs the admin key. The record lives until the token's `exp`; then
+/// the `jti` is announced on the revocation channel so every relay closes the sockets that
+/// hold it (`broadcast` in the reply says whether that went out; the record alone already
+/// refuses new connections and refreshes).
+pub(crate) async fn revoke(
     parts: &RequestParts,
     body: &[u8],
     settings: &Settings,
@@ -170,10 +177,40 @@ pub(crate) fn revoke(
     };
     log.set("jti", jti.clone());
     store.set(&revocation_key(&jti), &RevocationRecord { exp }.to_json())?;
+    let broadcast = match announce(settings, &jti).await {
+        Ok(()) => true,
+        Err(detail) => {
+            log.set("broadcast_error", detail);
+            false
+        }
+    };
+    log.set("broadcast", broadcast.to_string());
     Ok(json_response(
         200,
-        &serde_json::json!({ "revoked": true, "jti": jti, "until": exp }),
+        &serde_json::json!({ "revoked": true, "jti": jti, "until": exp, "broadcast": broadcast }),
     ))
+}
+
+/// Publishes `jti` on the revocation channel, by the configured GRIP transport.
+async fn announce(settings: &Settings, jti: &str) -> Result<(), String> {
+    let item = Item::text(
+        REVOCATION_CHANNEL,
+        Revocation {
+            jti: jti.to_owned(),
+        }
+        .to_json(),
+    );
+    match Delivery::of(
+        &settings.grip_publish_url,
+        !settings.redis_url.is_empty(),
+        &item,
+    ) {
+        Delivery::Http { url, body } => http_publish(url, body).await.map_err(|e| e.0),
+        Delivery::Redis { channel, payload } => Redis::new(&settings.redis_url)
+            .publish(&channel, &payload)
+            .map_err(|e| e.0),
+        Delivery::Nowhere => Err("neither grip_publish_url nor redis_url is set".into()),
+    }
 }
 
 /// 128 random bits from the host CSPRNG, hex-encoded.

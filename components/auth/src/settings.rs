@@ -17,6 +17,10 @@ pub(crate) struct Settings {
     /// Longest lifetime of an issued token, seconds; also how long a revoke-by-jti of an unknown
     /// `jti` is remembered.
     pub(crate) max_token_ttl_s: u64,
+    /// Redis URL (empty: none): how a revocation reaches every relay.
+    pub(crate) redis_url: String,
+    /// The relay's GRIP publish endpoint (empty: publish by Redis), for revocation notices.
+    pub(crate) grip_publish_url: String,
 }
 
 impl Settings {
@@ -38,6 +42,8 @@ impl Settings {
             jwt_audience: var("jwt_audience", DEFAULT_AUDIENCE)?,
             admin_key: var("admin_key", "")?,
             max_token_ttl_s,
+            redis_url: var("redis_url", "")?.trim().to_owned(),
+            grip_publish_url: var("grip_publish_url", "")?.trim().to_owned(),
         })
     }
 
