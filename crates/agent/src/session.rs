@@ -15,7 +15,9 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
 use crate::error::AgentError;
+use crate::refresh::{Refresher, TokenSource};
 use crate::wav::PcmFormat;
+use earshot_protocol::lifetime::{RefreshRequest, Refreshed};
 
 /// Longest wait for `handshake_ack`: the server's own handshake timeout is 5 s, so by
 /// 10 s it has either answered or closed; the rest covers a cold backend.
@@ -91,13 +93,25 @@ pub struct Session<S> {
     format: PcmFormat,
     sent: Totals,
     acked: Totals,
+    /// Where fresher tokens come from, when the stream refreshes its own.
+    refresher: Option<Refresher>,
+    /// The `exp` of the last `refreshed` the server sent.
+    refreshed: Option<u64>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// Sends the handshake for `format` on `ws` and waits (at most
     /// [`HANDSHAKE_ACK_TIMEOUT`]) for `handshake_ack`.
     pub async fn handshake(ws: WebSocketStream<S>, format: PcmFormat) -> Result<Self, AgentError> {
-        let mut session = Session { ws, accepted: Accepted::default(), format, sent: Totals::default(), acked: Totals::default() };
+        let mut session = Session {
+            ws,
+            accepted: Accepted::default(),
+            format,
+            sent: Totals::default(),
+            acked: Totals::default(),
+            refresher: None,
+            refreshed: None,
+        };
         let handshake = ClientMessage::Handshake(Handshake {
             protocol: PROTOCOL_VERSION,
             encoding: ENCODING_PCM_S16LE.to_owned(),
@@ -157,6 +171,47 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// Sends `{"type":"keepalive"}`, which holds a quiet stream open past the idle timeout.
     pub async fn keepalive(&mut self) -> Result<(), AgentError> {
         self.send(Message::text(ClientMessage::Keepalive.to_json())).await
+    }
+
+    /// Refreshes the connection's token `current` from `source` before it expires (see
+    /// [`crate::refresh`]); [`crate::stream_input`] does it on time. `false` when `current`
+    /// has no readable `exp`, so there is nothing to plan by.
+    pub fn set_token_source(&mut self, current: &str, source: Box<dyn TokenSource>) -> bool {
+        self.refresher = Refresher::new(current, source);
+        self.refresher.is_some()
+    }
+
+    /// When the next refresh is due, if the session refreshes its token.
+    pub fn refresh_due(&self) -> Option<tokio::time::Instant> {
+        self.refresher.as_ref().map(Refresher::due)
+    }
+
+    /// The `exp` the server last confirmed with `refreshed`.
+    pub fn refreshed_exp(&self) -> Option<u64> {
+        self.refreshed
+    }
+
+    /// Sends `{"type":"refresh","token":…}`; the server answers `refreshed` (seen in
+    /// [`Session::refreshed_exp`]) or closes 1008 with the reason.
+    pub async fn refresh(&mut self, token: &str) -> Result<(), AgentError> {
+        self.send(Message::text(RefreshRequest::to_json(token))).await
+    }
+
+    /// Asks the token source for a fresher token and sends it. `Ok(Ok(exp))`: sent, the new
+    /// token expires at `exp`; `Ok(Err(why))`: the source failed (asked again shortly, the
+    /// stream goes on until the current token's `exp`); `Err`: the socket failed.
+    pub async fn refresh_from_source(&mut self) -> Result<Result<u64, String>, AgentError> {
+        let Some(refresher) = self.refresher.as_mut() else {
+            return Ok(Err("no token source".into()));
+        };
+        match refresher.next_token().await {
+            Ok(token) => {
+                let exp = refresher.exp();
+                self.refresh(&token).await?;
+                Ok(Ok(exp))
+            }
+            Err(why) => Ok(Err(why)),
+        }
     }
 
     /// Sends `{"type":"close_stream"}` only; [`Session::wait_closed`] then waits for the
@@ -234,6 +289,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         loop {
             match self.ws.next().await {
                 Some(Ok(Message::Text(text))) => {
+                    if let Some(Refreshed { exp }) = Refreshed::parse(&text) {
+                        self.refreshed = Some(exp);
+                        if let Some(r) = self.refresher.as_mut() {
+                            r.confirmed(exp);
+                        }
+                        continue;
+                    }
                     // Text that is not a message of this protocol is not ours to judge.
                     if let Ok(m) = serde_json::from_str::<ServerMessage>(&text) {
                         if let ServerMessage::Ack { frames, bytes } | ServerMessage::Closed { frames, bytes } = m {

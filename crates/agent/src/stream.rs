@@ -1,6 +1,7 @@
 //! Streaming an audio input over a [`Session`]: frames read ahead on their own thread,
 //! sent at real time ÷ speed, keepalives whenever the input stalls, acks watched all
-//! along, then `close_stream` and the server's totals.
+//! along, the token refreshed before it expires (when the session has a token source),
+//! then `close_stream` and the server's totals.
 
 use std::future::Future;
 use std::io::Read;
@@ -103,6 +104,10 @@ pub trait Progress {
     fn finish(&mut self) {}
     /// The stop signal fired: what was sent is still closed and checked.
     fn interrupted(&mut self) {}
+    /// A refresh went out with a token valid until `exp` (unix seconds).
+    fn refreshed(&mut self, _exp: u64) {}
+    /// The token source failed (`why`); it is asked again shortly.
+    fn refresh_failed(&mut self, _why: &str) {}
 }
 
 /// Reports nothing.
@@ -136,6 +141,7 @@ where
     let result: Result<(), AgentError> = async {
         while !(input_done && pending.is_none()) {
             let due = start + pacing.due_after(session.sent().bytes / align, sample_rate);
+            let refresh_at = session.refresh_due();
             tokio::select! {
                 biased;
                 event = session.next_event() => {
@@ -161,6 +167,12 @@ where
                     session.send_frame(frame).await?;
                     last_send = tokio::time::Instant::now();
                     progress.update(seconds(session.sent().bytes), session.sent(), session.acked(), false);
+                }
+                _ = tokio::time::sleep_until(refresh_at.unwrap_or(due)), if refresh_at.is_some() => {
+                    match session.refresh_from_source().await? {
+                        Ok(exp) => progress.refreshed(exp),
+                        Err(why) => progress.refresh_failed(&why),
+                    }
                 }
                 _ = tokio::time::sleep_until(last_send + pacing.keepalive_after) => {
                     session.keepalive().await?;
