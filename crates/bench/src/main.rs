@@ -10,6 +10,7 @@
 //! cargo run --release -p earshot-bench -- --target http://127.0.0.1:3000 --secret "$JWT_SECRET"
 //! ```
 
+mod asr;
 mod client;
 mod cold_start;
 mod config;
@@ -50,6 +51,9 @@ enum Scenario {
     Ingest,
     /// 5. `earshot up` to the first healthy answer.
     ColdStart,
+    /// 6. Speech to text: WER, real-time factor, final latency, concurrent streams,
+    /// beside faster-whisper.
+    Asr,
 }
 
 #[derive(Parser)]
@@ -218,6 +222,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
                 ingest_table(&launcher, target.as_ref(), &sizes, with_pushpin).await
             }
             Scenario::ColdStart => cold_table(&launcher, &sizes).await,
+            Scenario::Asr => asr::table(&launcher, args.quick, sizes.reps).await,
         };
         // Leave the bench unpinned whatever the scenario did.
         let _ = procfs::pin(
