@@ -75,6 +75,9 @@ pub struct ServerConfig {
     /// Browser origins allowed to open WebSockets besides the same origin (repeatable; `*` = any).
     #[arg(long = "allow-origin", env = "EARSHOT_ALLOW_ORIGINS", value_delimiter = ',')]
     pub allow_origins: Vec<String>,
+    /// The public listener's TLS, trusted proxies and HTTP limits.
+    #[command(flatten)]
+    pub public: crate::public_listener::PublicListenerConfig,
     /// Speech-to-text: the model of the in-process transcription worker.
     #[command(flatten)]
     pub asr: crate::transcription::AsrArgs,
@@ -112,6 +115,7 @@ impl ServerConfig {
             max_instances: earshot_host::instance_pool::DEFAULT_MAX_INSTANCES,
             instance_queue_timeout_ms: earshot_host::instance_pool::DEFAULT_QUEUE_TIMEOUT.as_millis() as u64,
             allow_origins: Vec::new(),
+            public: crate::public_listener::PublicListenerConfig::default(),
             asr: crate::transcription::AsrArgs::default(),
             no_asr: true,
             variables: BTreeMap::new(),

@@ -7,17 +7,23 @@
 //! is reachable through whatever proxies the public port.
 
 mod build;
+pub mod client_addr;
 mod config;
 mod embedded;
+pub mod http_limits;
 mod internal;
 mod metrics;
 mod private_redis;
+pub mod proxy_protocol;
 mod public;
+pub mod public_listener;
 mod response;
 pub mod secrets;
 mod serve;
+pub mod tls;
 pub mod transcription;
 
 pub use build::build_components;
 pub use config::{ServerConfig, DEFAULT_INTERNAL_LISTEN, DEFAULT_LISTEN};
+pub use public_listener::PublicListenerConfig;
 pub use serve::{Server, DRAIN_TIMEOUT};

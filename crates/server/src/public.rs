@@ -12,10 +12,6 @@ use http_body_util::{BodyExt, Full};
 
 use crate::response::{boxed, not_found, status};
 
-/// Largest request body proxied to a remote backend, in bytes: the app's largest
-/// body (a transcript-intake batch) is far smaller; 16 MiB bounds a hostile client.
-const MAX_PROXY_BODY_BYTES: usize = 16 * 1024 * 1024;
-
 /// Paths that exist only on the internal listener. Answered 404 here even if a
 /// component's wildcard route would take them, so they never leak onto the public port.
 const INTERNAL_PATHS: [&str; 3] = ["/publish/", "/publish", "/metrics"];
@@ -27,15 +23,23 @@ pub(crate) struct PublicRouter {
     pub(crate) relay: Relay,
     /// Whether `POST /api/v1/ws/*` (WebSocket-over-HTTP) reaches the backend from here.
     pub(crate) ws_over_http: bool,
+    /// Largest request body taken, in bytes (`--max-body-bytes`).
+    pub(crate) max_body_bytes: u64,
 }
 
 impl PublicRouter {
-    /// Handles one request from `peer`.
+    /// Handles one request from `peer` (the client's address, behind trusted proxies too).
     pub(crate) async fn handle(
         &self,
         req: http::Request<hyper::body::Incoming>,
         peer: SocketAddr,
     ) -> http::Response<HyperOutgoingBody> {
+        if crate::http_limits::declared_body_too_large(req.headers(), self.max_body_bytes) {
+            // Refused before a byte of the body is read; the connection cannot be reused.
+            let mut resp = status(http::StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n");
+            resp.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+            return resp;
+        }
         let path = req.uri().path();
         if path.starts_with(WS_PREFIX) {
             if is_websocket_upgrade(&req) {
@@ -59,7 +63,9 @@ impl PublicRouter {
 
     async fn proxy(&self, remote: &HttpBackend, req: http::Request<hyper::body::Incoming>) -> http::Response<HyperOutgoingBody> {
         let (parts, body) = req.into_parts();
-        let body = match http_body_util::Limited::new(body, MAX_PROXY_BODY_BYTES).collect().await {
+        // A chunked body declares no length: bounded while it is read.
+        let limit = usize::try_from(self.max_body_bytes).unwrap_or(usize::MAX);
+        let body = match http_body_util::Limited::new(body, limit).collect().await {
             Ok(b) => b.to_bytes(),
             Err(_) => return status(http::StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n"),
         };

@@ -21,6 +21,7 @@ use crate::embedded::Embedded;
 use crate::internal::InternalRouter;
 use crate::private_redis::PrivateRedis;
 use crate::public::PublicRouter;
+use crate::public_listener::PublicListener;
 
 /// How long a server waits for in-flight requests after the shutdown signal before it
 /// returns anyway. Requests finish in milliseconds; 10 s also covers a slow Redis round
@@ -41,7 +42,7 @@ pub struct Server {
     public_addr: SocketAddr,
     internal_addr: SocketAddr,
     relay: Relay,
-    public_router: Arc<PublicRouter>,
+    public_listener: Arc<PublicListener>,
     internal_router: Arc<InternalRouter>,
     components: Vec<String>,
     backend_label: String,
@@ -114,7 +115,19 @@ impl Server {
             remote: config.backend.as_deref().map(HttpBackend::new),
             relay: relay.clone(),
             ws_over_http: config.public_ws_over_http,
+            max_body_bytes: config.public.max_body_bytes,
         });
+        let tls = match (&config.public.tls_cert, &config.public.tls_key) {
+            (Some(cert), Some(key)) => Some(Arc::new(crate::tls::Tls::load(cert, key).context("loading --tls-cert/--tls-key")?)),
+            (None, None) => None,
+            _ => anyhow::bail!("--tls-cert and --tls-key go together"),
+        };
+        let public_listener = Arc::new(PublicListener::new(
+            public_router,
+            config.public.limits(),
+            crate::client_addr::TrustedProxies::new(config.public.trusted_proxies.clone()),
+            tls,
+        ));
         let worker = crate::transcription::WorkerPlan::new(&config.asr, config.no_asr, config.redis.as_deref());
         let asr_stats = crate::transcription::StatsSlot::default();
         let internal_router = Arc::new(InternalRouter { relay: relay.clone(), publish_key, asr_stats: asr_stats.clone() });
@@ -125,7 +138,7 @@ impl Server {
             public_addr,
             internal_addr,
             relay,
-            public_router,
+            public_listener,
             internal_router,
             components,
             backend_label: config.backend.clone().unwrap_or_else(|| "embedded".into()),
@@ -167,17 +180,18 @@ impl Server {
             version = env!("CARGO_PKG_VERSION"),
             backend = %self.backend_label,
             redis = self.redis_label.as_deref(),
+            tls = self.public_listener.tls.is_some(),
+            trusted_proxies = %self.public_listener.trusted.describe(),
             "earshot listening"
         );
         // Every connection task holds a clone of `drain_tx`; when the last one
         // finishes, `drain_rx` yields None and the drain is complete.
         let (drain_tx, mut drain_rx) = mpsc::channel::<()>(1);
         let stop_rx = self.stop_tx.subscribe();
-        let public_router = self.public_router.clone();
-        let public = tokio::spawn(accept_loop(self.public, stop_rx.clone(), drain_tx.clone(), move |req, peer| {
-            let router = public_router.clone();
-            async move { router.handle(req, peer).await }
-        }));
+        if let Some(tls) = &self.public_listener.tls {
+            tokio::spawn(tls.clone().watch(stop_rx.clone()));
+        }
+        let public = tokio::spawn(self.public_listener.clone().accept_loop(self.public, stop_rx.clone(), drain_tx.clone()));
         let internal_router = self.internal_router.clone();
         let internal = tokio::spawn(accept_loop(self.internal, stop_rx, drain_tx.clone(), move |req, peer| {
             let router = internal_router.clone();
