@@ -10,9 +10,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use earshot_asr::{
-    default_model_dir, pcm_to_f32, Engine, SessionSpec, WhisperConfig, WhisperEngine,
-};
+use earshot_asr::{default_model_dir, pcm_to_f32, Session, SessionSpec, WhisperConfig, WhisperEngine};
 
 /// Bytes per push when streaming: 100 ms, as the relay batches.
 const CHUNK_BYTES: usize = 3_200;
@@ -100,7 +98,7 @@ fn main() -> Result<()> {
         let pass = engine.transcribe(&pcm_to_f32(&pcm))?;
         let whole = t.elapsed().as_secs_f64();
         let t = Instant::now();
-        let mut session = engine.open(&SessionSpec::new("bench", "mic"))?;
+        let mut session = engine.open_session(&SessionSpec::new("bench", "mic"));
         let mut finals = Vec::new();
         for chunk in pcm.chunks(CHUNK_BYTES) {
             finals.extend(session.push(chunk)?.into_iter().filter(|h| h.is_final));
@@ -126,6 +124,7 @@ fn main() -> Result<()> {
             streamed / audio_s
         );
         println!("  one pass: {}", pass.text);
+        println!("  stream stats: {:?}", session.stats());
         println!(
             "  stream:   {}",
             finals

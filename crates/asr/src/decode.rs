@@ -50,6 +50,8 @@ pub struct Pass {
     pub no_speech_prob: f32,
     /// A loop was found and cut to one copy.
     pub looped: bool,
+    /// The text's tokens (a later interim of the same utterance may start from them).
+    pub tokens: Vec<u32>,
     /// Where the time went.
     pub timings: PassTimings,
 }
@@ -93,8 +95,15 @@ fn elapsed_ms(since: std::time::Instant) -> f64 {
 
 impl Decoder<'_> {
     /// Transcribes `samples` (16 kHz, −1..1), padding the features with zeros to at least
-    /// `min_frames` mel frames (10 ms each).
-    pub(crate) fn run(&self, samples: &[f32], min_frames: usize) -> candle_core::Result<Pass> {
+    /// `min_frames` mel frames (10 ms each). `prefix` tokens are taken as already decoded:
+    /// fed in one batched step, then greedy decoding goes on after them (the scores cover
+    /// only the new tokens). An empty prefix is a plain decode.
+    pub(crate) fn run(
+        &self,
+        samples: &[f32],
+        min_frames: usize,
+        prefix: &[u32],
+    ) -> candle_core::Result<Pass> {
         let dims = self.model.dims();
         let max_frames = 2 * dims.max_source_positions;
         let max_samples = (max_frames - 1) * crate::mel::HOP;
@@ -121,17 +130,19 @@ impl Decoder<'_> {
         let budget = MAX_DECODE_TOKENS
             .min(TOKEN_SLACK + (seconds * MAX_TOKENS_PER_SECOND) as usize)
             .min(dims.max_target_positions.saturating_sub(prompt.len() + 1));
+        let prefix = &prefix[..prefix.len().min(budget.saturating_sub(1))];
 
         let mut state = self.model.start_decoder(&audio)?;
+        let fed: Vec<u32> = prompt.iter().chain(prefix).copied().collect();
         let logits = self
             .model
-            .decode_step(&mut state, &prompt, &[0, prompt.len() - 1])?;
+            .decode_step(&mut state, &fed, &[0, fed.len() - 1])?;
         let mut logits = logits.into_iter();
         let first_row = logits.next().unwrap_or_default();
         let no_speech_prob = log_softmax_at(&first_row, special.no_speech as usize).exp();
         let mut row = logits.next().unwrap_or_default();
 
-        let mut tokens: Vec<u32> = Vec::new();
+        let mut tokens: Vec<u32> = prefix.to_vec();
         let mut sum_logprob = 0f32;
         let mut looped = false;
         loop {
@@ -172,9 +183,10 @@ impl Decoder<'_> {
         timings.decode_ms = elapsed_ms(t);
         Ok(Pass {
             text: self.tokenizer.decode(&tokens).trim().to_string(),
-            avg_logprob: sum_logprob / (tokens.len() + 1) as f32,
+            avg_logprob: sum_logprob / (tokens.len().saturating_sub(prefix.len()) + 1) as f32,
             no_speech_prob,
             looped,
+            tokens,
             timings,
         })
     }

@@ -2,6 +2,7 @@
 //! every session it opens.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use earshot_asr_engine::{Engine, EngineError, Session, SessionSpec};
@@ -24,10 +25,11 @@ pub const DEFAULT_INTERIM_INTERVAL_MS: u64 = 1_000;
 pub const DEFAULT_MAX_UTTERANCE_MS: u64 = 15_000;
 
 /// Features of a final pass are zero-padded to at least this much audio, in milliseconds.
-/// Whisper was trained on 30 s windows; very short unpadded inputs make it guess, while
-/// padding costs encoder time. Measured on espeak-ng speech with tiny.en: see the crate
-/// documentation.
-pub const DEFAULT_FINAL_PAD_MS: u64 = 10_000;
+/// Whisper was trained on 30 s windows; very short unpadded inputs make it guess (and
+/// loop: unpadded, 3 of 12 bench clips ran to the token budget), while padding costs
+/// encoder time. Measured on the bench's 12 espeak-ng clips with tiny.en: 10 s, 6 s and
+/// 4 s all give 15.1 % WER, unpadded 16.0 %; 6 s encodes in ~60 % of the time of 10 s.
+pub const DEFAULT_FINAL_PAD_MS: u64 = 6_000;
 
 /// Interim passes are padded to at least this much audio, in milliseconds (they are
 /// replaced by the final, so they trade accuracy for speed).
@@ -118,11 +120,28 @@ pub(crate) struct Shared {
     pub(crate) suppress_begin: Vec<u32>,
     pub(crate) pool: rayon::ThreadPool,
     pub(crate) config: WhisperConfig,
+    /// Passes running or queued on the pool, over every session of the engine.
+    pub(crate) in_flight: AtomicUsize,
+}
+
+/// Counts a pass in [`Shared::in_flight`] for as long as it lives (errors included).
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Shared {
-    /// One pass over `samples`, on the engine's pool, padded to `pad_ms`.
-    pub(crate) fn pass(&self, samples: &[f32], pad_ms: u64) -> candle_core::Result<Pass> {
+    /// One pass over `samples`, on the engine's pool, padded to `pad_ms`, decoding on
+    /// from `prefix` (see [`Decoder::run`]).
+    pub(crate) fn pass(
+        &self,
+        samples: &[f32],
+        pad_ms: u64,
+        prefix: &[u32],
+    ) -> candle_core::Result<Pass> {
         let decoder = Decoder {
             model: &self.model,
             tokenizer: &self.tokenizer,
@@ -131,7 +150,16 @@ impl Shared {
             suppress_begin: &self.suppress_begin,
         };
         let min_frames = (pad_ms as usize * crate::SAMPLE_RATE as usize / 1000) / crate::mel::HOP;
-        self.pool.install(|| decoder.run(samples, min_frames))
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        let _counted = InFlight(&self.in_flight);
+        self.pool.install(|| decoder.run(samples, min_frames, prefix))
+    }
+
+    /// Whether another pass holds the pool: an interim now would delay it (and the final
+    /// it may be), so interims use only idle capacity and are the first work dropped
+    /// under load.
+    pub(crate) fn busy(&self) -> bool {
+        self.in_flight.load(Ordering::SeqCst) > 0
     }
 
     /// Whether a pass is Whisper inventing text (silence, noise, a loop).
@@ -216,6 +244,7 @@ impl WhisperEngine {
                 suppress_begin,
                 pool,
                 config,
+                in_flight: AtomicUsize::new(0),
             }),
         })
     }
@@ -234,7 +263,7 @@ impl WhisperEngine {
     /// final is; no VAD, no filtering. For benchmarks and tools.
     pub fn transcribe(&self, samples: &[f32]) -> Result<Pass, EngineError> {
         self.shared
-            .pass(samples, self.shared.config.final_pad_ms)
+            .pass(samples, self.shared.config.final_pad_ms, &[])
             .map_err(|e| EngineError::Inference(e.to_string()))
     }
 

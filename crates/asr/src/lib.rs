@@ -22,7 +22,9 @@
 //! ([`earshot_vad::Vad`]) over the audio; silence is never sent to the model. While an
 //! utterance is open, at most one interim pass per [`WhisperConfig::interim_interval_ms`]
 //! of audio (and at most one per `push`, so a worker catching up on a backlog skips
-//! interims first) encodes just the audio present. When the VAD reports the end, one more
+//! interims first; and none while any session's pass is running on the engine, so under
+//! load interims wait for idle capacity and finals go first) encodes just the audio
+//! present. When the VAD reports the end, one more
 //! pass (features padded to [`WhisperConfig::final_pad_ms`]) gives the final. An utterance
 //! reaching [`WhisperConfig::max_utterance_ms`] is finalised at its quietest 100 ms in the
 //! second half, and the rest continues as a new utterance.
@@ -70,7 +72,7 @@ pub use engine::{
 pub use model::Dims;
 pub use model_dir::{Layout, ModelError};
 pub use session::{
-    SessionStats, WhisperSession, MIN_INTERIM_AUDIO_MS, POST_ROLL_MS, PRE_ROLL_MS,
+    SessionStats, WhisperSession, INTERIM_REVISED_TOKENS, MIN_INTERIM_AUDIO_MS, POST_ROLL_MS, PRE_ROLL_MS,
     SPLIT_SEARCH_FROM_PERCENT, SPLIT_WINDOW_MS,
 };
 

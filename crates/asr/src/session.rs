@@ -22,6 +22,12 @@ pub const POST_ROLL_MS: u64 = 200;
 /// Shortest open utterance worth an interim pass, in milliseconds: less is not a word yet.
 pub const MIN_INTERIM_AUDIO_MS: u64 = 600;
 
+/// Tokens at the end of the last interim an interim pass decodes afresh; the ones
+/// before are fed as already decoded (one batched decoder step instead of one step per
+/// token). A second more of audio changes the last word or two; the final is always a
+/// fresh decode, so an early mistake the prefix keeps never reaches the transcript.
+pub const INTERIM_REVISED_TOKENS: usize = 3;
+
 /// Energy is compared over windows of this length, in milliseconds, when choosing where to
 /// split an over-long utterance: a pause between words, not a gap between two samples.
 pub const SPLIT_WINDOW_MS: u64 = 100;
@@ -41,6 +47,8 @@ pub struct SessionStats {
     pub finals: u64,
     /// Interims published.
     pub interims: u64,
+    /// Interims put off because another pass held the engine (tried again next push).
+    pub interims_deferred: u64,
     /// Finals dropped as invented (silence, noise, below the log-probability floor).
     pub dropped: u64,
     /// Utterances split because they reached the length limit.
@@ -66,6 +74,8 @@ struct Utterance {
     last_interim: String,
     /// Interims were published for this utterance.
     published_interim: bool,
+    /// Tokens of the last interim pass (the next one starts from them).
+    interim_tokens: Vec<u32>,
 }
 
 /// A streaming session of the local Whisper engine over one audio stream.
@@ -151,10 +161,16 @@ impl WhisperSession {
         self.end = self.buf_start + self.buf.len() as u64;
     }
 
-    fn pass(&mut self, from: u64, to: u64, pad_ms: u64) -> Result<Pass, EngineError> {
+    fn pass(
+        &mut self,
+        from: u64,
+        to: u64,
+        pad_ms: u64,
+        prefix: &[u32],
+    ) -> Result<Pass, EngineError> {
         let pass = self
             .shared
-            .pass(self.samples(from, to), pad_ms)
+            .pass(self.samples(from, to), pad_ms, prefix)
             .map_err(|e| EngineError::Inference(e.to_string()))?;
         self.stats.passes += 1;
         self.stats.model_ms +=
@@ -182,7 +198,7 @@ impl WhisperSession {
         let Some(utt) = self.utterance.take() else {
             return Ok(None);
         };
-        let pass = self.pass(utt.audio_start, to, self.shared.config.final_pad_ms)?;
+        let pass = self.pass(utt.audio_start, to, self.shared.config.final_pad_ms, &[])?;
         let end_ms = speech_end_ms.max(utt.speech_start_ms);
         if self.shared.is_invented(&pass) {
             self.stats.dropped += 1;
@@ -249,6 +265,7 @@ impl WhisperSession {
                     last_interim_at: speech_start_ms * SAMPLES_PER_MS,
                     last_interim: String::new(),
                     published_interim: false,
+                    interim_tokens: Vec::new(),
                 });
             }
             VadEvent::SpeechEnded { at_ms, .. } => {
@@ -278,6 +295,7 @@ impl WhisperSession {
                 last_interim_at: split,
                 last_interim: String::new(),
                 published_interim: false,
+                interim_tokens: Vec::new(),
             });
             return Ok(());
         }
@@ -288,12 +306,25 @@ impl WhisperSession {
         if !due {
             return Ok(());
         }
+        // Still due at the next push: the interim waits for idle capacity, it is not lost.
+        if self.shared.busy() {
+            self.stats.interims_deferred += 1;
+            return Ok(());
+        }
         let (from, start_ms) = (utt.audio_start, utt.speech_start_ms);
-        let pass = self.pass(from, self.end, config.interim_pad_ms)?;
+        let keep = utt
+            .interim_tokens
+            .len()
+            .saturating_sub(INTERIM_REVISED_TOKENS);
+        let prefix = utt.interim_tokens[..keep].to_vec();
+        let pass = self.pass(from, self.end, config.interim_pad_ms, &prefix)?;
         let end_ms = self.end / SAMPLES_PER_MS;
         let invented = self.shared.is_invented(&pass);
         let utt = self.utterance.as_mut().expect("utterance is open");
         utt.last_interim_at = self.end;
+        if !invented {
+            utt.interim_tokens = pass.tokens.clone();
+        }
         if invented || pass.text == utt.last_interim {
             return Ok(());
         }
