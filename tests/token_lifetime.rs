@@ -39,22 +39,15 @@ fn mint(sub: &str, scope: &str, meetings: &[&str], jti: &str, ttl_s: u64) -> (St
     (issued.token, issued.exp)
 }
 
-/// An in-process `earshot up` with the test's secrets, on `redis` if given, keeping its
-/// key-value store in `state` if given (relays of one deployment share their store as they
-/// share Redis: the revocation list lives there).
-fn server_in(redis: Option<&RedisServer>, state: Option<&std::path::Path>) -> Earshot {
+/// An in-process `earshot up` with the test's secrets, on `redis` if given. Each keeps its
+/// own key-value store, so relay b never sees the revocation record relay a's auth wrote:
+/// only the revocation notice reaches it.
+fn server(redis: Option<&RedisServer>) -> Earshot {
     let mut b = earshot!().env("SPIN_VARIABLE_JWT_SECRET", SECRET).env("SPIN_VARIABLE_ADMIN_KEY", ADMIN_KEY);
     if let Some(r) = redis {
         b = b.redis(r.url());
     }
-    if let Some(dir) = state {
-        b = b.state_dir(dir);
-    }
     b.start_in_process().unwrap()
-}
-
-fn server(redis: Option<&RedisServer>) -> Earshot {
-    server_in(redis, None)
 }
 
 /// A subscriber on the meeting route, past its snapshot.
@@ -223,9 +216,8 @@ async fn a_bad_refresh_closes_1008_with_the_reason() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_revoked_tokens_sockets_close_within_1s_on_both_relays() {
     let redis = RedisServer::start().unwrap();
-    let state = tempfile::tempdir().unwrap();
-    let a = server_in(Some(&redis), Some(state.path()));
-    let b = server_in(Some(&redis), Some(state.path()));
+    let a = server(Some(&redis));
+    let b = server(Some(&redis));
     let (shared, _) = mint("shared", "ingest subscribe", &["m1"], "jti-revoke-me", 600);
     let (kept, _) = mint("shared", "ingest subscribe", &["m1"], "jti-keep", 600);
 
@@ -246,9 +238,14 @@ async fn a_revoked_tokens_sockets_close_within_1s_on_both_relays() {
     assert_eq!((b_close.0, b_close.1.as_str()), (1008, REVOKED), "the subscriber on relay b");
     assert!(took <= CLOSE_SLACK, "closed {took:?} after the revocation");
 
-    // Another token of the same subject is untouched; a revoked one is no refresh.
+    // Another token of the same subject is untouched; a revoked one is no refresh, even on
+    // relay b, whose component has no revocation record of it (the relay remembers the
+    // notice); nor can it open a connection again there.
     send_text(&mut refresher_on_b, &json!({"type": "refresh", "token": shared}).to_string()).await.unwrap();
     let (code, reason, _) = expect_close(&mut refresher_on_b).await.unwrap();
+    assert_eq!((code, reason.as_str()), (1008, REVOKED));
+    let mut again = connect(&b.ws_url("/api/v1/ws/meetings/m1"), &[("authorization", &format!("Bearer {shared}"))]).await.unwrap();
+    let (code, reason, _) = expect_close(&mut again).await.unwrap();
     assert_eq!((code, reason.as_str()), (1008, REVOKED));
     stays_open_until(&mut keeper_on_a, tokio::time::Instant::now() + Duration::from_millis(500)).await;
 }

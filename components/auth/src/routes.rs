@@ -177,7 +177,7 @@ pub(crate) async fn revoke(
     };
     log.set("jti", jti.clone());
     store.set(&revocation_key(&jti), &RevocationRecord { exp }.to_json())?;
-    let broadcast = match announce(settings, &jti).await {
+    let broadcast = match announce(settings, &jti, exp).await {
         Ok(()) => true,
         Err(detail) => {
             log.set("broadcast_error", detail);
@@ -191,12 +191,14 @@ pub(crate) async fn revoke(
     ))
 }
 
-/// Publishes `jti` on the revocation channel, by the configured GRIP transport.
-async fn announce(settings: &Settings, jti: &str) -> Result<(), String> {
+/// Publishes `jti` (revoked until `exp`) on the revocation channel, by the configured GRIP
+/// transport.
+async fn announce(settings: &Settings, jti: &str, exp: u64) -> Result<(), String> {
     let item = Item::text(
         REVOCATION_CHANNEL,
         Revocation {
             jti: jti.to_owned(),
+            exp: Some(exp),
         }
         .to_json(),
     );

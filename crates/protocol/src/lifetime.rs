@@ -86,6 +86,11 @@ impl Refreshed {
 pub struct Revocation {
     /// The revoked token id.
     pub jti: String,
+    /// Until when the revocation matters (the token's `exp`, unix seconds): relays remember
+    /// the `jti` that long, so the token cannot come back on them by OPEN or refresh even
+    /// where the revocation list of the key-value store is not shared.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exp: Option<u64>,
 }
 
 impl Revocation {
@@ -130,8 +135,11 @@ mod tests {
         assert_eq!(Refreshed { exp: 42 }.to_json(), r#"{"type":"refreshed","exp":42}"#);
         assert_eq!(Refreshed::parse(r#"{"type":"refreshed","exp":42}"#), Some(Refreshed { exp: 42 }));
         assert_eq!(Refreshed::parse(r#"{"type":"ack","frames":1,"bytes":2}"#), None);
-        let r = Revocation { jti: "j1".into() };
+        let r = Revocation { jti: "j1".into(), exp: None };
         assert_eq!(r.to_json(), r#"{"jti":"j1"}"#);
+        assert_eq!(Revocation::parse(&r.to_json()), Some(r));
+        let r = Revocation { jti: "j1".into(), exp: Some(9) };
+        assert_eq!(r.to_json(), r#"{"jti":"j1","exp":9}"#);
         assert_eq!(Revocation::parse(&r.to_json()), Some(r));
         assert_eq!(Revocation::parse(r#"{"jti":""}"#), None);
         assert_eq!(Revocation::parse("nope"), None);

@@ -35,6 +35,15 @@ pub(crate) const REVOCATION_QUEUE_MESSAGES: usize = 4096;
 /// Bytes of queued revocation notices (each is `{"jti":"…"}`, well under 200 bytes).
 pub(crate) const REVOCATION_QUEUE_BYTES: usize = 1024 * 1024;
 
+/// Revoked `jti`s a relay remembers at most. A notice costs about 100 bytes, so the bound
+/// is ~10 MB, far above any real revoke rate over a token's lifetime; past it the entries
+/// closest to their end are forgotten first.
+pub(crate) const MAX_REMEMBERED_REVOCATIONS: usize = 100_000;
+
+/// How long a revocation whose notice carries no `exp` is remembered, in milliseconds: a
+/// day, the longest token lifetime by default (`max_token_ttl_s`).
+pub(crate) const REMEMBER_REVOCATION_MS: u64 = 24 * 60 * 60 * 1000;
+
 /// The hub key of the revocation listener: session keys count up from 1, so the top of
 /// the range is never a connection's.
 const LISTENER_KEY: u64 = u64::MAX;
@@ -48,31 +57,55 @@ struct Held<H> {
     handle: H,
 }
 
-/// Deadlines and the `jti` index of every tracked connection (`H`: how to reach it). Pure,
-/// so the structure is unit-tested without a runtime.
+/// What [`Registry::set`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Armed {
+    /// Tracked (or forgotten); the earliest deadline did not move earlier.
+    Quiet,
+    /// Tracked, with the new earliest deadline: the timer must wake.
+    Earlier,
+    /// Not tracked: the `jti` was revoked; close the connection now.
+    Revoked,
+}
+
+/// Deadlines and the `jti` index of every tracked connection (`H`: how to reach it), and
+/// the `jti`s revoked lately. Pure, so the structure is unit-tested without a runtime.
 #[derive(Debug)]
 pub(crate) struct Registry<H> {
     /// `(deadline in unix ms, connection)`, earliest first.
     deadlines: BTreeSet<(u64, u64)>,
     held: HashMap<u64, Held<H>>,
     by_jti: HashMap<Arc<str>, Vec<u64>>,
+    /// Revoked `jti` → until when it matters (unix ms); with `revoked_order` to forget them.
+    revoked: HashMap<Arc<str>, u64>,
+    revoked_order: BTreeSet<(u64, Arc<str>)>,
 }
 
 impl<H: Clone> Default for Registry<H> {
     fn default() -> Self {
-        Registry { deadlines: BTreeSet::new(), held: HashMap::new(), by_jti: HashMap::new() }
+        Registry {
+            deadlines: BTreeSet::new(),
+            held: HashMap::new(),
+            by_jti: HashMap::new(),
+            revoked: HashMap::new(),
+            revoked_order: BTreeSet::new(),
+        }
     }
 }
 
 impl<H: Clone> Registry<H> {
     /// Tracks connection `conn` with a token expiring at `exp_ms` holding `jti` (both
-    /// replace what was tracked before; neither: forgets it). Returns whether the earliest
-    /// deadline moved earlier, so the timer must wake.
-    pub(crate) fn set(&mut self, conn: u64, exp_ms: Option<u64>, jti: Option<&str>, handle: H) -> bool {
+    /// replace what was tracked before; neither: forgets it). A `jti` revoked lately is not
+    /// tracked but reported, so a revoked token cannot come back by OPEN or refresh on a
+    /// component whose revocation list has not heard of it.
+    pub(crate) fn set(&mut self, conn: u64, exp_ms: Option<u64>, jti: Option<&str>, handle: H) -> Armed {
         let earliest = self.next_deadline();
         self.remove(conn);
+        if jti.is_some_and(|j| self.revoked.contains_key(j)) {
+            return Armed::Revoked;
+        }
         if exp_ms.is_none() && jti.is_none() {
-            return false;
+            return Armed::Quiet;
         }
         let jti: Option<Arc<str>> = jti.map(Arc::from);
         if let Some(jti) = &jti {
@@ -83,9 +116,9 @@ impl<H: Clone> Registry<H> {
         }
         self.held.insert(conn, Held { exp_ms, jti, handle });
         match (exp_ms, earliest) {
-            (Some(exp), Some(earliest)) => exp < earliest,
-            (Some(_), None) => true,
-            (None, _) => false,
+            (Some(exp), Some(earliest)) if exp < earliest => Armed::Earlier,
+            (Some(_), None) => Armed::Earlier,
+            _ => Armed::Quiet,
         }
     }
 
@@ -110,8 +143,16 @@ impl<H: Clone> Registry<H> {
         self.deadlines.first().map(|(t, _)| *t)
     }
 
-    /// Removes and returns every connection whose deadline is at or before `now_ms`.
+    /// Removes and returns every connection whose deadline is at or before `now_ms` (and
+    /// forgets the revocations that ended by then).
     pub(crate) fn expire(&mut self, now_ms: u64) -> Vec<H> {
+        while let Some((until, jti)) = self.revoked_order.first().cloned() {
+            if until > now_ms {
+                break;
+            }
+            self.revoked_order.remove(&(until, jti.clone()));
+            self.revoked.remove(&jti);
+        }
         let mut due = Vec::new();
         while let Some(&(t, conn)) = self.deadlines.first() {
             if t > now_ms {
@@ -125,8 +166,18 @@ impl<H: Clone> Registry<H> {
         due
     }
 
-    /// Removes and returns every connection holding `jti`.
-    pub(crate) fn revoke(&mut self, jti: &str) -> Vec<H> {
+    /// Removes and returns every connection holding `jti`, and remembers the revocation
+    /// until `until_ms` (unix ms).
+    pub(crate) fn revoke(&mut self, jti: &str, until_ms: u64) -> Vec<H> {
+        let jti_rc: Arc<str> = Arc::from(jti);
+        if let Some(old) = self.revoked.insert(jti_rc.clone(), until_ms) {
+            self.revoked_order.remove(&(old, jti_rc.clone()));
+        }
+        self.revoked_order.insert((until_ms, jti_rc));
+        while self.revoked.len() > MAX_REMEMBERED_REVOCATIONS {
+            let Some((_, oldest)) = self.revoked_order.pop_first() else { break };
+            self.revoked.remove(&oldest);
+        }
         let conns = self.by_jti.get(jti).cloned().unwrap_or_default();
         let mut hit = Vec::with_capacity(conns.len());
         for conn in conns {
@@ -182,7 +233,7 @@ impl Lifetimes {
                 tokio::select! {
                     out = rx.recv() => match out {
                         Some(Outbound::Item { msg, .. }) => match msg.to_text().ok().and_then(Revocation::parse) {
-                            Some(r) => lifetimes.revoke(&r.jti),
+                            Some(r) => lifetimes.revoke(&r.jti, r.exp),
                             None => tracing::warn!(channel = REVOCATION_CHANNEL, "ignoring a malformed revocation notice"),
                         },
                         Some(_) => {}
@@ -201,8 +252,10 @@ impl Lifetimes {
     pub(crate) fn track(&self, conn: u64, meta: &std::collections::BTreeMap<String, String>, close: &Handle) {
         let exp_ms = meta.get(META_TOKEN_EXP).and_then(|v| v.parse::<u64>().ok()).map(|s| s.saturating_mul(1000));
         let jti = meta.get(META_JTI).map(String::as_str).filter(|j| !j.is_empty());
-        if self.lock().set(conn, exp_ms, jti, close.clone()) {
-            self.wake.notify_one();
+        match self.lock().set(conn, exp_ms, jti, close.clone()) {
+            Armed::Quiet => {}
+            Armed::Earlier => self.wake.notify_one(),
+            Armed::Revoked => request_close(close, Close::token_revoked()),
         }
     }
 
@@ -211,9 +264,11 @@ impl Lifetimes {
         self.lock().remove(conn);
     }
 
-    /// Closes every connection holding `jti` with 1008 `auth failed: token revoked`.
-    pub(crate) fn revoke(&self, jti: &str) {
-        let hit = self.lock().revoke(jti);
+    /// Closes every connection holding `jti` with 1008 `auth failed: token revoked`, and
+    /// refuses it to later connections until `exp` (unix seconds; absent: for a day).
+    pub(crate) fn revoke(&self, jti: &str, exp: Option<u64>) {
+        let until_ms = exp.map_or_else(|| now_unix_ms().saturating_add(REMEMBER_REVOCATION_MS), |s| s.saturating_mul(1000));
+        let hit = self.lock().revoke(jti, until_ms);
         if !hit.is_empty() {
             tracing::info!(connections = hit.len(), "closing the connections of a revoked token");
         }
@@ -281,9 +336,9 @@ mod tests {
     #[test]
     fn deadlines_come_out_in_order_and_only_when_due() {
         let mut r = Registry::default();
-        assert!(r.set(1, Some(3_000), None, "a"), "the first deadline wakes the timer");
-        assert!(r.set(2, Some(1_000), None, "b"), "an earlier one wakes it");
-        assert!(!r.set(3, Some(2_000), None, "c"), "a later one does not");
+        assert_eq!(r.set(1, Some(3_000), None, "a"), Armed::Earlier, "the first deadline wakes the timer");
+        assert_eq!(r.set(2, Some(1_000), None, "b"), Armed::Earlier, "an earlier one wakes it");
+        assert_eq!(r.set(3, Some(2_000), None, "c"), Armed::Quiet, "a later one does not");
         assert_eq!(r.next_deadline(), Some(1_000));
         assert!(r.expire(999).is_empty());
         assert_eq!(r.expire(2_000), ["b", "c"]);
@@ -297,11 +352,11 @@ mod tests {
     fn re_arming_replaces_the_old_deadline() {
         let mut r = Registry::default();
         r.set(1, Some(1_000), Some("j1"), "a");
-        assert!(!r.set(1, Some(60_000), Some("j2"), "a"), "a refresh moves the deadline later");
+        assert_eq!(r.set(1, Some(60_000), Some("j2"), "a"), Armed::Quiet, "a refresh moves the deadline later");
         assert!(r.expire(30_000).is_empty(), "the old deadline is gone");
-        assert!(r.revoke("j1").is_empty(), "so is the old jti");
+        assert!(r.revoke("j1", 90_000).is_empty(), "so is the old jti");
         assert_eq!(r.next_deadline(), Some(60_000));
-        assert_eq!(r.revoke("j2"), ["a"]);
+        assert_eq!(r.revoke("j2", 90_000), ["a"]);
         assert_eq!((r.len(), r.next_deadline()), (0, None), "revoked connections leave the timer too");
     }
 
@@ -312,11 +367,11 @@ mod tests {
         r.set(2, Some(5_000), Some("shared"), "sys");
         r.set(3, Some(5_000), Some("other"), "page");
         r.set(4, None, Some("shared"), "no-exp");
-        let mut hit = r.revoke("shared");
+        let mut hit = r.revoke("shared", 9_000);
         hit.sort_unstable();
         assert_eq!(hit, ["mic", "no-exp", "sys"]);
-        assert!(r.revoke("shared").is_empty(), "a second notice finds nothing");
-        assert!(r.revoke("unknown").is_empty());
+        assert!(r.revoke("shared", 9_000).is_empty(), "a second notice finds nothing");
+        assert!(r.revoke("unknown", 9_000).is_empty());
         assert_eq!(r.len(), 1);
         assert_eq!(r.expire(5_000), ["page"]);
     }
@@ -324,7 +379,7 @@ mod tests {
     #[test]
     fn removing_and_untracked_connections_leave_nothing_behind() {
         let mut r = Registry::default();
-        assert!(!r.set(1, None, None, "x"), "nothing to track");
+        assert_eq!(r.set(1, None, None, "x"), Armed::Quiet, "nothing to track");
         assert_eq!(r.len(), 0);
         r.set(2, Some(10), Some("j"), "y");
         r.set(3, Some(10), Some("j"), "z");
@@ -332,6 +387,30 @@ mod tests {
         r.remove(2);
         assert_eq!(r.expire(10), ["z"]);
         assert!(r.by_jti.is_empty() && r.deadlines.is_empty() && r.held.is_empty());
+    }
+
+    #[test]
+    fn a_revoked_jti_is_refused_until_its_token_would_have_expired() {
+        let mut r = Registry::default();
+        r.revoke("gone", 5_000);
+        assert_eq!(r.set(1, Some(4_000), Some("gone"), "late open"), Armed::Revoked);
+        assert_eq!(r.len(), 0, "a refused connection is not tracked");
+        assert_eq!(r.set(2, Some(4_000), Some("fine"), "other"), Armed::Earlier);
+        assert_eq!(r.expire(4_000), ["other"]);
+        assert!(r.expire(5_000).is_empty());
+        assert_eq!(r.set(3, Some(9_000), Some("gone"), "much later"), Armed::Earlier, "forgotten once it no longer matters");
+    }
+
+    #[test]
+    fn remembered_revocations_are_bounded() {
+        let mut r: Registry<&str> = Registry::default();
+        for i in 0..=MAX_REMEMBERED_REVOCATIONS as u64 {
+            r.revoke(&format!("j{i}"), 1_000 + i);
+        }
+        assert_eq!(r.revoked.len(), MAX_REMEMBERED_REVOCATIONS);
+        assert!(!r.revoked.contains_key("j0"), "the one closest to its end goes first");
+        assert_eq!(r.set(1, Some(10), Some("j0"), "x"), Armed::Earlier);
+        assert_eq!(r.set(2, Some(10), Some("j1"), "y"), Armed::Revoked);
     }
 
     #[test]
@@ -364,12 +443,15 @@ mod tests {
         lifetimes.track(2, &meta(now_s + 3600, "j2"), &Arc::new(revoked));
         assert_eq!(lifetimes.tracked(), 2);
 
-        let item = earshot_protocol::grip::Item::text(REVOCATION_CHANNEL, Revocation { jti: "j2".into() }.to_json());
+        let item = earshot_protocol::grip::Item::text(REVOCATION_CHANNEL, Revocation { jti: "j2".into(), exp: None }.to_json());
         hub.publish(&item).await.unwrap();
         tokio::time::timeout(Duration::from_secs(1), revoked_rx.wait_for(Option::is_some)).await.unwrap().unwrap();
         let close = revoked_rx.borrow().clone().unwrap();
         assert_eq!((close.code(), close.reason()), (1008, "auth failed: token revoked"));
         assert!(expiring_rx.borrow().is_none(), "the other connection is untouched");
+        let (late, late_rx) = watch::channel::<CloseRequest>(None);
+        lifetimes.track(3, &meta(now_s + 3600, "j2"), &Arc::new(late));
+        assert_eq!(late_rx.borrow().clone(), Some(Close::token_revoked()), "a revoked jti cannot come back");
 
         tokio::time::timeout(Duration::from_secs(3), expiring_rx.wait_for(Option::is_some)).await.unwrap().unwrap();
         let at = now_unix_ms();
