@@ -226,6 +226,25 @@ pub struct EndAnnouncement {
     pub webhook: Option<(String, String)>,
 }
 
+impl EndAnnouncement {
+    /// What ending `meeting` with `totals` announces: the `meeting_ended` event as a GRIP
+    /// item on `meeting:{id}` (published by the script when `via_redis`), and, when
+    /// `webhook` is configured, the `meeting.ended` body (`public_url` may be empty).
+    pub fn build(meeting: &MeetingId, reason: EndReason, totals: &MeetingTotals, via_redis: bool, webhook: bool, public_url: &str) -> EndAnnouncement {
+        let channel = crate::ids::meeting_channel(meeting);
+        let item = crate::grip::Item::text(&channel, ended_event(meeting, reason, totals).to_json());
+        let webhook = webhook.then(|| {
+            let body = MeetingEndedWebhook::new(meeting, reason, totals, public_url);
+            (body.delivery_id.clone(), body.to_json())
+        });
+        EndAnnouncement {
+            redis_channel: via_redis.then(|| format!("{}{channel}", crate::ids::GRIP_REDIS_PREFIX)),
+            item: serde_json::to_string(&item).expect("publish items serialize"),
+            webhook,
+        }
+    }
+}
+
 /// [`END_SCRIPT`] for `meeting` at `now_ms`.
 pub fn end_call(meeting: &MeetingId, mode: EndMode, now_ms: u64, announce: &EndAnnouncement) -> ScriptCall {
     let (delivery_id, body) = announce.webhook.clone().unwrap_or_default();
@@ -424,6 +443,20 @@ mod tests {
         assert!(matches!(parse_end_path("/api/v1/meetings/a%20b/end"), Some(Err(_))));
         assert_eq!(parse_end_path("/api/v1/meetings/m1/transcript"), None);
         assert_eq!(parse_end_path("/api/v1/meetings/a/b/end"), None);
+    }
+
+    #[test]
+    fn the_announcement_is_a_grip_item_on_the_meeting_channel() {
+        let totals = MeetingTotals::from_hash(&BTreeMap::new(), Some(9), 9, 0);
+        let a = EndAnnouncement::build(&m1(), EndReason::Requested, &totals, true, true, "");
+        assert_eq!(a.redis_channel.as_deref(), Some("earshot:grip:meeting:m1"));
+        let item: crate::grip::Item = serde_json::from_str(&a.item).unwrap();
+        assert_eq!(item.channel, "meeting:m1");
+        let (id, body) = a.webhook.unwrap();
+        assert_eq!(id, "m1.9");
+        assert!(body.contains(r#""type":"meeting.ended""#));
+        let quiet = EndAnnouncement::build(&m1(), EndReason::Requested, &totals, false, false, "");
+        assert_eq!((quiet.redis_channel, quiet.webhook), (None, None));
     }
 
     #[test]

@@ -18,6 +18,8 @@ pub(crate) struct InternalRouter {
     pub(crate) publish_key: Option<String>,
     /// The in-process transcription worker's figures (lag per stream among them).
     pub(crate) asr_stats: crate::transcription::StatsSlot,
+    /// The meeting-end sweeper's figures (webhook deliveries and failures among them).
+    pub(crate) meeting_stats: Option<std::sync::Arc<earshot_meetings::SweeperStats>>,
 }
 
 impl InternalRouter {
@@ -41,7 +43,7 @@ impl InternalRouter {
         boxed(
             http::Response::builder()
                 .header(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")
-                .body(Full::new(Bytes::from(crate::metrics::render(&self.relay, self.asr_stats.get().map(|s| &**s)))))
+                .body(Full::new(Bytes::from(crate::metrics::render(&self.relay, self.asr_stats.get().map(|s| &**s), self.meeting_stats.as_deref()))))
                 .expect("valid response"),
         )
     }

@@ -12,6 +12,7 @@ mod config;
 mod embedded;
 pub mod http_limits;
 mod internal;
+mod meetings;
 mod metrics;
 mod private_redis;
 pub mod proxy_protocol;

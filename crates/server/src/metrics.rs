@@ -15,7 +15,11 @@ pub(crate) fn rss_bytes() -> Option<u64> {
 }
 
 /// Renders the metrics page.
-pub(crate) fn render(relay: &Relay, asr: Option<&earshot_transcriber::WorkerStats>) -> String {
+pub(crate) fn render(
+    relay: &Relay,
+    asr: Option<&earshot_transcriber::WorkerStats>,
+    meetings: Option<&earshot_meetings::SweeperStats>,
+) -> String {
     let hub = relay.hub();
     let mut out = String::new();
     let mut gauge = |name: &str, help: &str, kind: &str, value: u64| {
@@ -37,6 +41,9 @@ pub(crate) fn render(relay: &Relay, asr: Option<&earshot_transcriber::WorkerStat
     }
     if let Some(asr) = asr {
         out.push_str(&asr.render_prometheus());
+    }
+    if let Some(meetings) = meetings {
+        out.push_str(&meetings.render_prometheus());
     }
     out
 }

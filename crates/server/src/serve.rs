@@ -51,6 +51,8 @@ pub struct Server {
     /// The in-process transcription worker, when there is Redis and a model.
     worker: Option<crate::transcription::WorkerPlan>,
     asr_stats: crate::transcription::StatsSlot,
+    /// The meeting-end sweeper and webhook sender, when there is Redis.
+    meetings: Option<earshot_meetings::Sweeper>,
     /// The private Redis (embedded defaults), stopped after the drain.
     private_redis: Option<PrivateRedis>,
 }
@@ -130,7 +132,13 @@ impl Server {
         ));
         let worker = crate::transcription::WorkerPlan::new(&config.asr, config.no_asr, config.redis.as_deref());
         let asr_stats = crate::transcription::StatsSlot::default();
-        let internal_router = Arc::new(InternalRouter { relay: relay.clone(), publish_key, asr_stats: asr_stats.clone() });
+        let meetings = crate::meetings::sweeper(config.redis.as_deref(), app.as_deref()).context("configuring the meeting-end sweeper")?;
+        let internal_router = Arc::new(InternalRouter {
+            relay: relay.clone(),
+            publish_key,
+            asr_stats: asr_stats.clone(),
+            meeting_stats: meetings.as_ref().map(|s| s.stats()),
+        });
         let components = app.as_ref().map(|a| a.summary().into_iter().map(|c| c.id).collect()).unwrap_or_default();
         Ok(Server {
             public,
@@ -149,6 +157,7 @@ impl Server {
             stop_tx,
             worker,
             asr_stats,
+            meetings,
             private_redis,
         })
     }
@@ -205,6 +214,13 @@ impl Server {
             }))
         });
 
+        let meetings = self.meetings.map(|sweeper| {
+            let mut stop = self.stop_tx.subscribe();
+            tokio::spawn(sweeper.run(async move {
+                let _ = stop.wait_for(|s| *s).await;
+            }))
+        });
+
         let signal = shutdown.await;
         tracing::info!(event = "shutdown", signal, "draining");
         // WebSocket sessions close with 1001; HTTP connections finish their request.
@@ -232,6 +248,13 @@ impl Server {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => tracing::error!(error = format!("{e:#}"), "transcription worker ended with an error"),
                 Err(e) => tracing::warn!(error = %e, "transcription worker panicked"),
+            }
+        }
+        if let Some(meetings) = meetings {
+            match meetings.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::error!(error = format!("{e:#}"), "meeting-end sweeper ended with an error"),
+                Err(e) => tracing::warn!(error = %e, "meeting-end sweeper panicked"),
             }
         }
         drop(self.private_redis);
