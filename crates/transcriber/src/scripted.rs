@@ -109,10 +109,20 @@ fn ms(sample: u64) -> u64 {
     sample / SAMPLES_PER_MS
 }
 
+/// An utterance of this sample value is one the double "drops as not speech" at its end,
+/// as Whisper's invention filter does: interims while it lasts, then an empty final that
+/// takes them back.
+pub const INVENTED: i16 = -1;
+
 impl Utterance {
     fn hypothesis(&self, is_final: bool) -> Hypothesis {
+        let retracted = is_final && self.value == INVENTED;
         Hypothesis {
-            text: format!("utt{}", self.value),
+            text: if retracted {
+                String::new()
+            } else {
+                format!("utt{}", self.value)
+            },
             is_final,
             start_ms: ms(self.start),
             end_ms: ms(self.end),

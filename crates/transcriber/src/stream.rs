@@ -321,10 +321,17 @@ impl<'c> Transcription<'c> {
     ) -> Result<(), TranscriberError> {
         let mut any_final = false;
         for (i, h) in hypotheses.iter().enumerate() {
-            if h.text.trim().is_empty() {
+            // An empty final is the engine taking an utterance back (it dropped it as not
+            // speech): it goes out as an empty interim, which the intake passes through
+            // without storing and the page reads as "remove this source's interim line".
+            // It commits no position, so a resumed worker may send it again: harmless.
+            let retraction = h.is_final && h.text.trim().is_empty();
+            if h.text.trim().is_empty() && !retraction {
                 continue;
             }
-            let segment = self.segment(h);
+            let mut segment = self.segment(h);
+            segment.is_final &= !retraction;
+            let h = &Hypothesis { is_final: segment.is_final, ..h.clone() };
             let payload = serde_json::to_vec(&segment).expect("segments serialize");
             let (kind, resume) = if h.is_final {
                 any_final = true;

@@ -12,7 +12,7 @@ use futures::StreamExt;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::scripted::{tone, IngestStandIn, ScriptedConfig, ScriptedEngine};
+use crate::scripted::{tone, IngestStandIn, ScriptedConfig, ScriptedEngine, INVENTED};
 use crate::store::{self, CommitKind, Committed, Resume, StreamKeys};
 use crate::{TranscriberError, Worker, WorkerConfig, WorkerStats};
 
@@ -203,6 +203,42 @@ async fn segments_reach_the_intake_with_exact_times_and_the_sources_speaker() {
         worker.stats.streams().is_empty(),
         "ended streams leave the figures"
     );
+    let _ = worker.stop.send(());
+    worker.task.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_utterance_the_engine_drops_is_retracted_by_an_empty_interim_and_never_stored() {
+    let redis = RedisServer::start().unwrap();
+    let url = redis.url();
+    let mut rx = subscribe(&url).await;
+    let worker = spawn(config(&url, "w1"), ScriptedConfig::default());
+
+    let mut mic = IngestStandIn::open(&url, "m2", "mic", "s-mic").unwrap();
+    mic.audio(&script(100, &[(INVENTED, 500), (9, 400)]), FRAME)
+        .unwrap();
+    mic.close().unwrap();
+
+    let segments = collect(&mut rx, Duration::from_secs(20), |f| f.len() == 1).await;
+    assert_eq!(finals_of(&segments, "m2", Source::Mic), [f("utt9", 900, 1300)]);
+    let retraction = segments
+        .iter()
+        .position(|s| s.text.is_empty())
+        .unwrap_or_else(|| panic!("no retraction: {segments:#?}"));
+    let r = &segments[retraction];
+    assert!(!r.is_final, "a retraction is never stored: {r:?}");
+    assert_eq!((r.source, r.start_ms), (Source::Mic, 100), "{r:?}");
+    assert!(
+        segments[..retraction]
+            .iter()
+            .any(|s| !s.is_final && s.text == format!("utt{INVENTED}")),
+        "the interims it takes back came first: {segments:#?}"
+    );
+    eventually("the stream to end", Duration::from_secs(10), || {
+        worker.stats.streams_ended() == 1
+    })
+    .await;
+    assert_eq!(worker.stats.finals_published(), 1);
     let _ = worker.stop.send(());
     worker.task.await.unwrap().unwrap();
 }
