@@ -1,5 +1,6 @@
 //! The health component: `/api/v1/health` (the exact contract in DESIGN.md),
-//! `/api/v1/health/detailed` (latency and error per dependency) and `/api/v1/ping`.
+//! `/api/v1/health/detailed` (latency and error per dependency), `/api/v1/ping`, and
+//! `/api/v1/openapi.json` (the API's description, so a deployment on Spin serves it too).
 
 use std::time::Instant;
 
@@ -10,6 +11,9 @@ use spin_sdk::{key_value, redis, variables};
 /// The key the storage check writes and reads back; namespaced so it never collides
 /// with application data.
 const STORAGE_PROBE_KEY: &str = "earshot:health:probe";
+
+/// The OpenAPI 3.1 description of every HTTP route (tests/openapi.rs keeps it true).
+const OPENAPI_JSON: &str = include_str!("../../../docs/openapi.json");
 
 /// The contract answer: exactly these three fields.
 #[derive(Serialize)]
@@ -106,6 +110,11 @@ fn handle(req: Request) -> anyhow::Result<impl IntoResponse> {
     }
     Ok(match path {
         "/api/v1/ping" => json(200, &serde_json::json!({"status": "ok"})),
+        "/api/v1/openapi.json" => Response::builder()
+            .status(200)
+            .header("content-type", "application/json")
+            .body(OPENAPI_JSON)
+            .build(),
         "/api/v1/health/detailed" => {
             let checks = Checks { redis: check_redis(), storage: check_storage() };
             let all_ok = checks.redis.status == "ok" && checks.storage.status == "ok";
