@@ -10,8 +10,10 @@ use std::time::{Duration, Instant};
 use earshot_agent::error::close_hint;
 use earshot_agent::pacing::{PacingError, MAX_FRAME_MS};
 use earshot_agent::stream::SniffError;
-use earshot_agent::{AgentError, Input, Outcome, Pacing, PcmFormat, Session, Totals};
+use earshot_agent::refresh::Fresh;
+use earshot_agent::{AgentError, Input, Outcome, Pacing, PcmFormat, Session, TokenSource, Totals};
 use earshot_protocol::ids::{MeetingId, Source};
+use earshot_protocol::lifetime::unverified_exp;
 
 use crate::token_cmd::{self, Mint, StateDirArg};
 
@@ -40,6 +42,10 @@ pub(crate) mod exit {
 const PROGRESS_REDRAW: Duration = Duration::from_millis(100);
 /// The `sub` of a token minted for streaming (as `earshot token` defaults to).
 const MINTED_SUB: &str = "dev";
+/// Longest a `--token-command` may take, seconds: well inside the minute before `exp` at
+/// which a refresh starts (`earshot_agent::refresh::MAX_REFRESH_MARGIN`), so a hung command
+/// still leaves time for a retry.
+const TOKEN_COMMAND_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// `earshot stream` flags.
 #[derive(clap::Args)]
@@ -56,10 +62,19 @@ pub(crate) struct StreamArgs {
     /// Earshot's base URL.
     #[arg(long, default_value = "ws://127.0.0.1:3000", env = "EARSHOT_URL")]
     url: String,
-    /// Bearer token with scope `ingest` (default: mint one like
-    /// `earshot token --scope ingest --meeting <id>`).
+    /// Bearer token with scope `ingest` (default: from --token-command, else mint one like
+    /// `earshot token --scope ingest --meeting <id>`). A given token is not refreshed: the
+    /// server closes the stream at its `exp` unless --token-command is given too.
     #[arg(long, env = "EARSHOT_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// A shell command that prints a fresh `ingest` token for this meeting on stdout (same
+    /// subject each time). Run for the first token when --token is absent, and again before
+    /// each token expires, to refresh the live stream.
+    #[arg(long, env = "EARSHOT_TOKEN_COMMAND", value_name = "CMD")]
+    token_command: Option<String>,
+    /// Lifetime of minted tokens, seconds (refreshed by minting again before they expire).
+    #[arg(long, default_value_t = earshot_auth::DEFAULT_TOKEN_TTL_S, value_name = "S")]
+    token_ttl: u64,
     /// Playback speed: 1 is real time, 2 twice as fast, 0 as fast as possible.
     #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
     speed: f64,
@@ -157,13 +172,17 @@ async fn stream(args: StreamArgs) -> Result<Outcome, Failure> {
     })?;
     let input = open_input(&args)?;
     let url = earshot_agent::ingest_url(&args.url, &meeting, source).map_err(flag_words)?;
-    let token = match args.token {
-        Some(t) => t,
-        None => token_cmd::mint(
-            &args.state.resolve(),
-            Mint { sub: MINTED_SUB, scope: "ingest", meetings: vec![meeting.to_string()], ttl_s: earshot_auth::DEFAULT_TOKEN_TTL_S },
-        )
-        .map_err(|e| Failure::Other(format!("no --token given and minting one failed: {e:#}")))?,
+    let mut source = match &args.token_command {
+        Some(command) => Some(Refresh::Command(command.clone())),
+        None if args.token.is_none() => {
+            Some(Refresh::Mint { state_dir: args.state.resolve(), meeting: meeting.to_string(), ttl_s: args.token_ttl })
+        }
+        None => None,
+    };
+    let token = match (&args.token, source.as_mut()) {
+        (Some(t), _) => t.clone(),
+        (None, Some(source)) => source.fresh().await.map_err(|e| Failure::Other(format!("no --token given and {e}")))?,
+        (None, None) => unreachable!("without --token there is always a source"),
     };
     let total = input.seconds();
     eprintln!(
@@ -174,7 +193,15 @@ async fn stream(args: StreamArgs) -> Result<Outcome, Failure> {
         total.map(|s| format!(", {s:.1} s")).unwrap_or_default(),
     );
     let ws = earshot_agent::connect(&url, Some(&token)).await.map_err(flag_words)?;
-    let session = Session::handshake(ws, input.format).await.map_err(Failure::Agent)?;
+    let mut session = Session::handshake(ws, input.format).await.map_err(Failure::Agent)?;
+    match source {
+        Some(source) => {
+            if !session.set_token_source(&token, Box::new(source)) {
+                eprintln!("earshot stream: the token has no readable exp, so it is never refreshed");
+            }
+        }
+        None => warn_unrefreshed(&token, total),
+    }
     let accepted = session.accepted();
     eprintln!("session {}: handshake accepted (max_frame_bytes {})", accepted.session_id, accepted.max_frame_bytes);
     let mut progress = Line::new(std::io::stderr().is_terminal(), total);
@@ -182,6 +209,62 @@ async fn stream(args: StreamArgs) -> Result<Outcome, Failure> {
         let _ = tokio::signal::ctrl_c().await;
     };
     earshot_agent::stream_input(session, input, pacing, &mut progress, stop).await.map_err(Failure::Agent)
+}
+
+/// Where fresher tokens come from.
+enum Refresh {
+    /// Minted with the local server's secret, like `earshot token`.
+    Mint { state_dir: std::path::PathBuf, meeting: String, ttl_s: u64 },
+    /// `--token-command`, run with `sh -c`.
+    Command(String),
+}
+
+impl TokenSource for Refresh {
+    fn fresh(&mut self) -> Fresh<'_> {
+        match self {
+            Refresh::Mint { state_dir, meeting, ttl_s } => {
+                let minted = token_cmd::mint(state_dir, Mint { sub: MINTED_SUB, scope: "ingest", meetings: vec![meeting.clone()], ttl_s: *ttl_s })
+                    .map_err(|e| format!("minting a token failed: {e:#}"));
+                Box::pin(async move { minted })
+            }
+            Refresh::Command(command) => Box::pin(run_token_command(command.clone())),
+        }
+    }
+}
+
+/// Runs `--token-command`; its trimmed stdout is the token. Its stderr is passed through.
+async fn run_token_command(command: String) -> Result<String, String> {
+    let child = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(&command)
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit())
+        .kill_on_drop(true)
+        .output();
+    let output = match tokio::time::timeout(TOKEN_COMMAND_TIMEOUT, child).await {
+        Err(_) => return Err(format!("--token-command did not finish within {TOKEN_COMMAND_TIMEOUT:?}")),
+        Ok(Err(e)) => return Err(format!("--token-command could not run: {e}")),
+        Ok(Ok(output)) => output,
+    };
+    if !output.status.success() {
+        return Err(format!("--token-command failed ({})", output.status));
+    }
+    let token = String::from_utf8(output.stdout).map_err(|_| "--token-command printed something that is not text".to_owned())?;
+    let token = token.trim();
+    if token.is_empty() {
+        return Err("--token-command printed no token".into());
+    }
+    Ok(token.to_owned())
+}
+
+/// A given token is never refreshed: say so when it will expire before the input ends.
+fn warn_unrefreshed(token: &str, total_s: Option<f64>) {
+    let Some(exp) = unverified_exp(token) else { return };
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let left = exp.saturating_sub(now);
+    if total_s.is_none_or(|t| t > left as f64) {
+        eprintln!("earshot stream: the token expires in {left} s and is not refreshed (the server closes the stream then); pass --token-command to refresh it");
+    }
 }
 
 /// Opens the file (must be a WAV) or stdin (a WAV if it starts like one, else raw PCM).
@@ -236,6 +319,16 @@ impl earshot_agent::Progress for Line {
 
     fn interrupted(&mut self) {
         eprintln!("earshot stream: interrupted, closing the stream");
+    }
+
+    fn refreshed(&mut self, exp: u64) {
+        self.finish();
+        eprintln!("earshot stream: token refreshed (now valid until unix time {exp})");
+    }
+
+    fn refresh_failed(&mut self, why: &str) {
+        self.finish();
+        eprintln!("earshot stream: token refresh failed: {why}; trying again shortly");
     }
 }
 

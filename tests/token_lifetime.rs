@@ -262,3 +262,64 @@ async fn without_redis_the_local_relay_closes_a_revoked_tokens_socket() {
     assert_eq!((code, reason.as_str()), (1008, REVOKED));
     assert!(revoked_at.elapsed() <= CLOSE_SLACK, "closed {:?} after the revocation", revoked_at.elapsed());
 }
+
+/// Longest `earshot stream` of a few seconds of real-time audio may take.
+const CLI_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// `earshot stream` of `seconds` of silence at real time into `m1` on `server` with `flags`;
+/// returns (exit code, stdout, stderr).
+fn stream_cli(server: &Earshot, seconds: usize, flags: &[&str]) -> (i32, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let wav = dir.path().join("silence.wav");
+    earshot_testkit::speech::write_wav(&wav, &vec![0u8; 32_000 * seconds]).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_earshot"))
+        .arg("stream")
+        .arg(&wav)
+        .args(["--meeting", "m1", "--url", &server.ws_url("")])
+        .args(flags)
+        .env_remove("EARSHOT_TOKEN")
+        .env_remove("EARSHOT_TOKEN_COMMAND")
+        .env_remove("SPIN_VARIABLE_JWT_SECRET")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + CLI_TIMEOUT;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("earshot stream did not finish within {CLI_TIMEOUT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+#[test]
+fn earshot_stream_refreshes_its_3_second_tokens_and_outlives_them() {
+    let redis = RedisServer::start().unwrap();
+    let server = earshot!().redis(redis.url()).start().unwrap();
+    let state = server.state_dir().to_str().unwrap().to_owned();
+
+    // Minted with the local secret, refreshed by minting again.
+    let (code, stdout, stderr) = stream_cli(&server, 5, &["--token-ttl", "3", "--state-dir", &state]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(stderr.contains("token refreshed"), "{stderr}");
+    assert!(stdout.contains(": match"), "{stdout}");
+
+    // From a token command (here `earshot token` itself).
+    let command = format!("{} token --scope ingest --meeting m1 --ttl 3 --state-dir {state}", env!("CARGO_BIN_EXE_earshot"));
+    let (code, stdout, stderr) = stream_cli(&server, 5, &["--token-command", &command]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(stderr.contains("token refreshed"), "{stderr}");
+
+    // A given token without a command is not refreshed: closed at its exp, and told so.
+    let (_, secret) = server.dev_secrets().unwrap();
+    let token = earshot_testkit::ws::token_with_ttl(&secret, "ingest", &["m1"], 3);
+    let (code, stdout, stderr) = stream_cli(&server, 5, &["--token", &token]);
+    assert_eq!(code, 5, "closed by the server: {stdout}\n{stderr}");
+    assert!(stdout.contains("closed by server: 1008 auth failed: token expired"), "{stdout}");
+    assert!(stderr.contains("pass --token-command"), "{stderr}");
+}
