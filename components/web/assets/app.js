@@ -30,10 +30,16 @@ const KEEPALIVE_MS = 30_000;
 const KEEPALIVE = '{"type":"keepalive"}';
 /** DESIGN.md: 1008 is an auth failure — retrying with the same token cannot succeed. */
 const CLOSE_AUTH_FAILED = 1008;
+/** Token renewal (as `earshot stream`): when a third of the token's remaining life is left,
+ *  at most a minute before its exp; a failed token URL is asked again after a few seconds. */
+const RENEW_MARGIN_MAX_MS = 60_000;
+const RENEW_RETRY_MS = 5_000;
 
 const SOURCE_NAMES = { mic: 'Microphone', sys: 'System audio' };
 const KEY_MEETING = 'earshot.meeting';
 const KEY_TOKEN = 'earshot.token';
+/** Where fresher tokens come from (`#token_url=…`): GET, JSON `{"token"}` or the bare token. */
+const KEY_TOKEN_URL = 'earshot.token_url';
 const KEY_AUTOCONNECT = 'earshot.autoconnect';
 const transcriptKey = (meeting) => `earshot.transcript.${meeting}`;
 
@@ -206,6 +212,13 @@ class Channel {
     this.show('idle', 'not connected');
   }
 
+  /** A fresher token: sent on the open socket (`refresh`, no reconnect) and used for any
+   *  later reconnect. */
+  refresh(token) {
+    this.token = token;
+    if (this.ws && this.ws.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify({ type: 'refresh', token }));
+  }
+
   show(state, text) {
     this.pill.dataset.state = state;
     this.pill.querySelector('b').textContent = text;
@@ -238,6 +251,7 @@ class Channel {
       if (typeof e.data !== 'string') return;
       let msg;
       try { msg = JSON.parse(e.data); } catch { return; }
+      if (msg && msg.type === 'refreshed') return this.show('open', `connected (token renewed until ${clock(msg.exp * 1000)})`);
       if (msg && typeof msg === 'object') this.onMessage(msg);
     };
     ws.onclose = (e) => {
@@ -526,6 +540,7 @@ function renderMeeting() {
 // ---- connecting
 
 function stopChannels() {
+  clearTimeout(renewal.timer);
   for (const c of state.channels) c.stop();
   state.channels = [];
   ui.disconnectButton.disabled = true;
@@ -544,6 +559,64 @@ function openMeeting(meeting) {
   ui.notices.replaceChildren();
   renderTranscript();
   renderMeeting();
+}
+
+// ---------------------------------------------------------------- token renewal
+
+/** The token's `exp` in unix ms, read (not verified) from its claims; null if unreadable. */
+function tokenExpMs(token) {
+  try {
+    const part = token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
+    const claims = JSON.parse(atob(part + '='.repeat((4 - (part.length % 4)) % 4)));
+    return Number.isFinite(claims.exp) ? claims.exp * 1000 : null;
+  } catch { return null; }
+}
+
+const renewal = { timer: null, warned: false };
+
+/** Plans the renewal of `token` on the open sockets before it expires. */
+function scheduleRenewal(token) {
+  clearTimeout(renewal.timer);
+  renewal.warned = false;
+  const exp = tokenExpMs(token);
+  if (exp === null) return;
+  const remaining = exp - Date.now();
+  const wait = Math.max(0, remaining - Math.min(remaining / 3, RENEW_MARGIN_MAX_MS));
+  renewal.timer = setTimeout(() => renew(exp), wait);
+}
+
+/** Fetches a fresher token from the token URL and refreshes the sockets with it; without a
+ *  token URL, asks the user for one (the server closes the sockets at `exp`). */
+async function renew(exp) {
+  const url = storage.get(KEY_TOKEN_URL);
+  if (!url) {
+    notice(`The token expires at ${clock(exp)}: paste a fresh one and press Connect to stay connected.`);
+    return;
+  }
+  try {
+    const resp = await fetch(url, { credentials: 'include', cache: 'no-store' });
+    if (!resp.ok) throw new Error(`HTTP ${resp.status}`);
+    const text = (await resp.text()).trim();
+    let token = text;
+    try {
+      const body = JSON.parse(text);
+      if (body && typeof body.token === 'string') token = body.token;
+    } catch { /* the bare token */ }
+    if (!(tokenExpMs(token) > exp)) throw new Error('it gave no fresher token');
+    applyToken(token);
+  } catch (e) {
+    if (!renewal.warned) notice(`Could not renew the token from the token URL (${e.message}); retrying until it expires at ${clock(exp)}.`);
+    renewal.warned = true;
+    if (Date.now() < exp) renewal.timer = setTimeout(() => renew(exp), RENEW_RETRY_MS);
+  }
+}
+
+/** Uses `token` from now on: refreshes the open sockets, remembers it, plans its renewal. */
+function applyToken(token) {
+  ui.token.value = token;
+  storage.set(KEY_TOKEN, token);
+  for (const c of state.channels) c.refresh(token);
+  scheduleRenewal(token);
 }
 
 function connect(meeting, token) {
@@ -566,6 +639,7 @@ function connect(meeting, token) {
   ];
   for (const c of state.channels) c.start();
   ui.disconnectButton.disabled = false;
+  scheduleRenewal(token);
 }
 
 function formError(text) {
@@ -584,15 +658,21 @@ function submit(meeting, token) {
   storage.set(KEY_MEETING, meeting);
   storage.set(KEY_TOKEN, token);
   storage.set(KEY_AUTOCONNECT, '1');
+  // A new token for the meeting already open renews the live sockets instead of reconnecting.
+  const open = state.channels.length > 0 && state.channels.every((c) => c.ws && c.ws.readyState === WebSocket.OPEN);
+  if (open && state.meeting === meeting) return applyToken(token);
   connect(meeting, token);
 }
 
-/** `#meeting=…&token=…`: taken, remembered, and removed from the address bar and history. */
+/** `#meeting=…&token=…&token_url=…`: taken, remembered, and removed from the address bar
+ *  and history. */
 function takeFragment() {
   if (!location.hash || location.hash.length < 2) return null;
   const params = new URLSearchParams(location.hash.slice(1));
   const meeting = params.get('meeting');
   const token = params.get('token');
+  const tokenUrl = params.get('token_url');
+  if (tokenUrl) storage.set(KEY_TOKEN_URL, tokenUrl);
   if (!meeting && !token) return null;
   history.replaceState(null, '', location.pathname + location.search);
   return { meeting: meeting ?? storage.get(KEY_MEETING) ?? '', token: token ?? storage.get(KEY_TOKEN) ?? '' };
@@ -613,6 +693,7 @@ ui.forgetButton.addEventListener('click', () => {
   state.transcript?.forget();
   state.transcript = null;
   storage.remove(KEY_TOKEN);
+  storage.remove(KEY_TOKEN_URL);
   storage.remove(KEY_AUTOCONNECT);
   ui.token.value = '';
   if (state.meeting) openMeeting(state.meeting);
