@@ -16,13 +16,16 @@ pub(crate) trait Effects {
     /// newer value.
     fn kv_update(&mut self, key: &str, update: &mut Update<'_>) -> Result<(), EffectError>;
 
-    /// `XADD key MAXLEN ~ maxlen * field value`; the new entry's id once Redis confirmed it.
+    /// `XADD key MAXLEN ~ maxlen * field value` and, when `ttl_s` > 0, `EXPIRE key ttl_s`,
+    /// as one atomic step (a stream is never left without its retention); the new entry's id
+    /// once Redis confirmed it.
     fn redis_xadd(
         &mut self,
         key: &str,
         maxlen: u64,
         field: &str,
         value: &[u8],
+        ttl_s: u64,
     ) -> Result<String, EffectError>;
 
     /// `PUBLISH channel payload`.

@@ -247,6 +247,7 @@ fn store(
         TRANSCRIPT_STREAM_MAXLEN,
         SEGMENT_FIELD,
         segment.to_json().as_bytes(),
+        settings.transcript_retention_s,
     )?;
     if valid_offset(&offset) {
         Ok(offset)

@@ -26,4 +26,4 @@ pub mod spin;
 mod tests;
 
 pub use intake::{Accepted, Intake, IntakeError, Rejection, Via};
-pub use settings::{IntakeSettings, SettingsError};
+pub use settings::{IntakeSettings, SettingsError, DEFAULT_TRANSCRIPT_RETENTION_S};

@@ -51,6 +51,16 @@ fn now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
+/// Appends a final and sets the stream's retention in one atomic step. `KEYS[1]`: the
+/// transcript stream; `ARGV`: MAXLEN, field, segment JSON, retention in seconds (0: none).
+/// Every final refreshes the expiry, so a transcript lives its retention after the meeting's
+/// last words, not after its first.
+const STORE_SCRIPT: &str = r"
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', ARGV[2], ARGV[3])
+if tonumber(ARGV[4]) > 0 then redis.call('EXPIRE', KEYS[1], ARGV[4]) end
+return id
+";
+
 /// The effects of one segment.
 struct SpinBackend<'a> {
     kv: Kv,
@@ -81,20 +91,21 @@ impl Effects for SpinBackend<'_> {
         maxlen: u64,
         field: &str,
         value: &[u8],
+        ttl_s: u64,
     ) -> Result<String, EffectError> {
         let args = [
+            binary(STORE_SCRIPT),
+            int(1),
             binary(key),
-            binary("MAXLEN"),
-            binary("~"),
             int(maxlen),
-            binary("*"),
             binary(field),
             RedisParameter::Binary(value.to_vec()),
+            int(ttl_s),
         ];
         let reply = self
             .redis
             .connection()?
-            .execute("XADD", &args)
+            .execute("EVAL", &args)
             .map_err(|e| EffectError(format!("redis XADD: {e}")))?;
         match reply.as_slice() {
             [RedisResult::Binary(id)] => String::from_utf8(id.clone())

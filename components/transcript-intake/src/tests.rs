@@ -21,6 +21,8 @@ struct Fake {
     kv: HashMap<String, Vec<u8>>,
     /// (key, maxlen, field, value) of every XADD.
     xadds: Vec<(String, u64, String, Vec<u8>)>,
+    /// The retention (`EXPIRE` seconds) each XADD set.
+    ttls: Vec<u64>,
     /// (channel, payload) of every Redis PUBLISH.
     published: Vec<(String, Vec<u8>)>,
     /// (url, body) of every HTTP publish.
@@ -48,11 +50,12 @@ impl Effects for Fake {
         Ok(())
     }
 
-    fn redis_xadd(&mut self, key: &str, maxlen: u64, field: &str, value: &[u8]) -> Result<String, EffectError> {
+    fn redis_xadd(&mut self, key: &str, maxlen: u64, field: &str, value: &[u8], ttl_s: u64) -> Result<String, EffectError> {
         if self.redis_down {
             return Err(EffectError("redis down".into()));
         }
         self.ops.push("xadd");
+        self.ttls.push(ttl_s);
         self.xadds.push((key.into(), maxlen, field.into(), value.to_vec()));
         Ok(format!("1700000000000-{}", self.xadds.len() - 1))
     }
@@ -99,7 +102,7 @@ fn ready<F: Future>(f: F) -> F::Output {
 }
 
 fn redis() -> IntakeSettings {
-    IntakeSettings { redis_url: "redis://r:6379".into(), grip_publish_url: String::new() }
+    IntakeSettings { redis_url: "redis://r:6379".into(), grip_publish_url: String::new(), transcript_retention_s: 3_600 }
 }
 
 fn run(fake: &mut Fake, settings: &IntakeSettings, payload: &str) -> Result<Accepted, IntakeError> {
@@ -235,4 +238,30 @@ fn state_keeps_the_newest_offset_and_counts() {
     let parse = |b: &[u8]| serde_json::from_slice::<MeetingState>(b).unwrap();
     assert_eq!(parse(&s2), MeetingState { last_transcript_offset: Some("5-0".into()), final_segments: 2, updated_ms: 11 });
     assert_eq!(parse(&s3).final_segments, 1);
+}
+
+#[test]
+fn every_stored_final_sets_the_transcript_retention() {
+    let mut fake = Fake::with_known_meeting();
+    run(&mut fake, &redis(), FINAL).unwrap();
+    run(&mut fake, &redis(), INTERIM).unwrap();
+    let forever = IntakeSettings { transcript_retention_s: 0, ..redis() };
+    run(&mut fake, &forever, FINAL).unwrap();
+    assert_eq!(fake.ttls, [3_600, 0], "one per stored final; interims are not stored");
+}
+
+#[test]
+fn retention_defaults_to_thirty_days_and_refuses_a_non_number() {
+    use crate::settings::DEFAULT_TRANSCRIPT_RETENTION_S;
+    let lookup = |retention: Option<&'static str>| {
+        IntakeSettings::from_lookup(move |name| Ok(if name == "transcript_retention_s" { retention.map(str::to_owned) } else { None }))
+    };
+    assert_eq!(DEFAULT_TRANSCRIPT_RETENTION_S, 2_592_000);
+    assert_eq!(lookup(None).unwrap().transcript_retention_s, DEFAULT_TRANSCRIPT_RETENTION_S);
+    assert_eq!(lookup(Some(" ")).unwrap().transcript_retention_s, DEFAULT_TRANSCRIPT_RETENTION_S);
+    assert_eq!(lookup(Some("86400")).unwrap().transcript_retention_s, 86_400);
+    assert_eq!(lookup(Some("0")).unwrap().transcript_retention_s, 0);
+    let err = lookup(Some("30d")).unwrap_err();
+    assert_eq!(err.name, "transcript_retention_s");
+    assert!(!err.to_string().contains("30d"), "a refusal never shows the value");
 }
