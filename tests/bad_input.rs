@@ -1056,8 +1056,11 @@ fn cases(ctx: &mut Ctx, revoked: String, revoked_publish: String) -> Vec<Case> {
         expect: err(400, "invalid meeting id"),
     });
     c.push(http(TranscriptApi, "meeting id of 129 characters in the path", "POST", &format!("/api/v1/meetings/{}/transcript", "m".repeat(129)), pb(), seg.clone(), err(400, "invalid meeting id")));
-    c.push(http(TranscriptApi, "GET", "GET", &tp, pb(), Vec::new(), err(405, "method not allowed")));
-    c.push(http(TranscriptApi, "unknown route under /meetings", "POST", &format!("/api/v1/meetings/{M}"), pb(), seg.clone(), err(404, "not found")));
+    c.push(http(TranscriptApi, "PUT", "PUT", &tp, pb(), Vec::new(), err(405, "method not allowed")));
+    c.push(http(TranscriptApi, "export with a publish token", "GET", &tp, pb(), Vec::new(), err(403, "scope not granted: subscribe")));
+    c.push(http(TranscriptApi, "POST on the meeting (DELETE only)", "POST", &format!("/api/v1/meetings/{M}"), pb(), seg.clone(), err(405, "method not allowed")));
+    c.push(http(TranscriptApi, "delete with a publish token", "DELETE", &format!("/api/v1/meetings/{M}"), pb(), Vec::new(), err(403, "scope not granted: admin")));
+    c.push(http(TranscriptApi, "unknown route under /meetings", "POST", &format!("/api/v1/meetings/{M}/other"), pb(), seg.clone(), err(404, "not found")));
     for (name, body, expect) in [
         ("malformed JSON", b"{\"meeting_id\":".to_vec(), err_prefix(400, "malformed segment: ")),
         ("empty body", Vec::new(), err_prefix(400, "malformed segment: ")),

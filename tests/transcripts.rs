@@ -291,8 +291,8 @@ async fn the_http_route_takes_segments_with_a_publish_token() {
     }
     assert_eq!(s.history("th").len(), 2, "no refused request stored anything");
 
-    let resp = reqwest::get(s.server.url("/api/v1/meetings/th/transcript")).await.unwrap();
-    assert_eq!((resp.status().as_u16(), resp.headers()["allow"].to_str().unwrap()), (405, "POST"));
+    let resp = reqwest::Client::new().put(s.server.url("/api/v1/meetings/th/transcript")).send().await.unwrap();
+    assert_eq!((resp.status().as_u16(), resp.headers()["allow"].to_str().unwrap()), (405, "GET, POST"));
     let resp = reqwest::Client::new().post(s.server.url("/api/v1/meetings/th/other")).send().await.unwrap();
     assert_eq!(resp.status().as_u16(), 404);
 

@@ -1,5 +1,5 @@
 //! The HTTP surface's plumbing: the body limit and the one error type whose variants map to
-//! status codes here and nowhere else. Request parts, the body reader and JSON replies are
+//! status codes here and nowhere else (every route of the component). Request parts, the body reader and JSON replies are
 //! `earshot_component_common`'s.
 
 use earshot_component_common::request::BodyError;
@@ -16,18 +16,20 @@ pub(crate) const MAX_BODY_BYTES: usize = MAX_SEGMENT_BYTES;
 /// [`HttpFailure::detail`] what only the log sees.
 #[derive(Debug)]
 pub(crate) enum ApiError {
-    /// 400: bad meeting id in the path, invalid segment, or a segment for another meeting.
+    /// 400: bad meeting id in the path, invalid segment, a segment for another meeting, or
+    /// a bad export query.
     BadRequest(String),
     /// 401: no usable token (missing, malformed, bad signature, expired, revoked…).
     Unauthorized(String),
-    /// 403: a valid token without scope `publish` or without this meeting.
+    /// 403: a valid token without the route's scope or without this meeting.
     Forbidden(String),
-    /// 404: not the intake route.
+    /// 404: not a route of this component.
     NotFound,
-    /// 404: no capture agent ever connected to the meeting and nothing was stored for it.
+    /// 404: no capture agent ever connected to the meeting and nothing was stored for it
+    /// (or it was deleted).
     UnknownMeeting,
-    /// 405: the route is POST only.
-    MethodNotAllowed,
+    /// 405: not a method of the route; the methods it has (the `Allow` header).
+    MethodNotAllowed(&'static str),
     /// 413: the body, or the segment's text, is larger than its limit.
     PayloadTooLarge(&'static str),
     /// 503: Redis or the key-value store failed (detail for the log); retry later.
@@ -45,7 +47,7 @@ impl HttpFailure for ApiError {
             ApiError::Unauthorized(_) => 401,
             ApiError::Forbidden(_) => 403,
             ApiError::NotFound | ApiError::UnknownMeeting => 404,
-            ApiError::MethodNotAllowed => 405,
+            ApiError::MethodNotAllowed(_) => 405,
             ApiError::PayloadTooLarge(_) => 413,
             ApiError::Unavailable(_) => 503,
             ApiError::Misconfigured(_) | ApiError::Internal(_) => 500,
@@ -59,7 +61,7 @@ impl HttpFailure for ApiError {
             }
             ApiError::NotFound => "not found".into(),
             ApiError::UnknownMeeting => "unknown meeting".into(),
-            ApiError::MethodNotAllowed => "method not allowed".into(),
+            ApiError::MethodNotAllowed(_) => "method not allowed".into(),
             ApiError::PayloadTooLarge(r) => (*r).into(),
             ApiError::Unavailable(_) => "storage unavailable".into(),
             ApiError::Misconfigured(_) => "auth misconfigured".into(),
@@ -78,7 +80,7 @@ impl HttpFailure for ApiError {
 
     fn header(&self) -> Option<(&'static str, &'static str)> {
         match self {
-            ApiError::MethodNotAllowed => Some(("allow", "POST")),
+            ApiError::MethodNotAllowed(allow) => Some(("allow", allow)),
             ApiError::Unauthorized(_) => Some(("www-authenticate", "Bearer")),
             ApiError::Unavailable(_) => Some(("retry-after", "1")),
             _ => None,
@@ -92,6 +94,12 @@ impl From<BodyError> for ApiError {
             BodyError::TooLarge => ApiError::PayloadTooLarge(e.reason()),
             BodyError::Unreadable => ApiError::BadRequest(e.reason().into()),
         }
+    }
+}
+
+impl From<earshot_export::QueryError> for ApiError {
+    fn from(e: earshot_export::QueryError) -> ApiError {
+        ApiError::BadRequest(e.to_string())
     }
 }
 

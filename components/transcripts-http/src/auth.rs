@@ -1,9 +1,10 @@
-//! Who may hand in a segment: an `Authorization: Bearer <JWT>` verified with the shared
+//! Who may call a route: an `Authorization: Bearer <JWT>` verified with the shared
 //! `earshot_auth::Verifier` (variables `jwt_algorithm`, `jwt_secret`, `jwt_public_key`,
-//! `jwt_audience`, as the ingest component reads them), not revoked, with scope `publish`
-//! for the path's meeting.
+//! `jwt_audience`, as the socket components read them), not revoked, with the route's scope
+//! (`publish` to hand in a segment, `subscribe` to export, `admin` to delete) for the path's
+//! meeting, exactly as the subscriber routes check theirs (ws-session's `authenticate`).
 //!
-//! The header is the only carrier: this is a worker's API, not a browser's WebSocket, and a
+//! The header is the only carrier: these are API calls, not a browser's WebSocket, and a
 //! token in a query string ends up in proxies' access logs.
 
 use earshot_auth::{
@@ -15,9 +16,10 @@ use spin_sdk::variables;
 
 use crate::api::{ApiError, RequestParts};
 
-/// The verified token of a caller allowed to publish to `meeting` at `now_unix`.
+/// The verified token of a caller granted `scope` for `meeting` at `now_unix`.
 pub(crate) fn authenticate(
     parts: &RequestParts,
+    scope: Scope,
     meeting: &MeetingId,
     now_unix: u64,
 ) -> Result<VerifiedToken, ApiError> {
@@ -40,7 +42,7 @@ pub(crate) fn authenticate(
             .map_err(denied)?;
     }
     verified
-        .authorize(Scope::Publish, Some(meeting.as_str()))
+        .authorize(scope, Some(meeting.as_str()))
         .map_err(denied)?;
     Ok(verified)
 }

@@ -6,14 +6,19 @@
 //! puts each segment through [`Reorder`] (history is in arrival order, subtitles want start
 //! order) and hands it to a [`Writer`], streaming out whatever text comes back.
 
+pub mod footprint;
 mod format;
 mod layout;
 mod order;
+mod page;
+mod query;
 mod timecode;
 mod writer;
 
 pub use format::{Format, FormatError};
 pub use layout::{cues, normalize_text, Cue, MAX_CUE_LINES, MAX_LINE_CHARS, MIN_LABEL_BUDGET_CHARS};
 pub use order::{Reorder, REORDER_WINDOW};
+pub use page::{page_range, parse_page, Page, PageError, PageValue, EXPORT_PAGE_SEGMENTS, PAGE_SCRIPT};
+pub use query::{ExportQuery, QueryError};
 pub use timecode::{timecode, TimeSeparator};
 pub use writer::{speaker_of, ExportedSegment, StoredSegment, Writer, MAX_SPEAKER_CHARS, MIN_CUE_MS};
