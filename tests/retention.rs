@@ -39,6 +39,11 @@ fn redis_keys_with(redis: &RedisServer, needle: &str) -> Vec<String> {
     keys
 }
 
+/// How many of the workers' session events name `meeting`.
+fn session_events_of(redis: &RedisServer, meeting: &str) -> usize {
+    redis.xrange("earshot:asr:sessions").unwrap().iter().filter(|e| e.text("meeting").ok().as_deref() == Some(meeting)).count()
+}
+
 /// Every key of the server's `default` key-value store (its SQLite file) containing `needle`.
 fn kv_keys_with(server: &Earshot, needle: &str) -> Vec<String> {
     let kv = SqliteKv::open(&server.state_dir().join("kv.db")).unwrap();
@@ -161,6 +166,7 @@ async fn delete_removes_every_trace_of_the_meeting_and_later_requests_answer_404
     for key in ["meeting:doomed.1:presence", "meeting:doomed.1:state", "meeting:doomed.1:talk"] {
         assert!(before_kv.contains(&key.to_owned()), "{key} in {before_kv:?}");
     }
+    assert_eq!(session_events_of(&redis, "doomed.1"), 4, "open and close of each source");
     let kept_redis = redis_keys_with(&redis, "kept-1");
     let kept_kv = kv_keys_with(&server, "kept-1");
 
@@ -181,6 +187,8 @@ async fn delete_removes_every_trace_of_the_meeting_and_later_requests_answer_404
     assert_eq!(kv_keys_with(&server, "doomed.1"), Vec::<String>::new());
     let members = redis.cli(&["SMEMBERS", "earshot:asr:active"]).unwrap();
     assert!(!members.contains("doomed.1"), "{members}");
+    assert_eq!(session_events_of(&redis, "doomed.1"), 0, "its session events are gone too");
+    assert_eq!(session_events_of(&redis, "kept-1"), 4);
     assert_eq!(redis_keys_with(&redis, "kept-1"), kept_redis, "the other meeting keeps its keys");
     assert_eq!(kv_keys_with(&server, "kept-1"), kept_kv);
 
@@ -194,6 +202,7 @@ async fn delete_removes_every_trace_of_the_meeting_and_later_requests_answer_404
     let deleted = audit.iter().find(|v| v["message"] == "meeting deleted").unwrap_or_else(|| panic!("no audit line: {audit:?}"));
     assert_eq!(deleted["meeting_id"], "doomed.1");
     assert_eq!(deleted["guest.redis_keys_deleted"], body["deleted"]["redis_keys"]);
+    assert_eq!(deleted["guest.session_events_deleted"], 4);
     assert_eq!(deleted["guest.sub"], "test");
     assert!(deleted["guest.jti"].as_str().is_some_and(|j| j.starts_with("t-")), "{deleted}");
     assert!(!server.logs().join("\n").contains(&admin), "the token never reaches a log");

@@ -10,7 +10,7 @@ use earshot_component_common::effects::EffectError;
 use earshot_export::footprint;
 use earshot_protocol::MeetingId;
 use serde_json::json;
-use spin_sdk::redis::Connection;
+use spin_sdk::redis::{Connection, RedisResult};
 
 use crate::api::ApiError;
 use crate::store;
@@ -26,6 +26,9 @@ pub(crate) struct Deleted {
     pub(crate) redis: u64,
     /// Key-value entries deleted.
     pub(crate) kv: u64,
+    /// The meeting's events deleted from the workers' session events stream (entries of a
+    /// shared key, so not counted as keys).
+    pub(crate) session_events: u64,
 }
 
 /// Deletes the meeting for the holder of `token`; 404 when nothing of it was left.
@@ -47,6 +50,7 @@ pub(crate) fn delete(meeting: &MeetingId, token: &VerifiedToken) -> Result<Delet
         "jti": token.jti,
         "redis_keys_deleted": deleted.redis,
         "kv_keys_deleted": deleted.kv,
+        "session_events_deleted": deleted.session_events,
     });
     if let Err(e) = &outcome {
         line["detail"] = json!(e.0);
@@ -102,6 +106,26 @@ fn sweep_redis(conn: &Connection, meeting: &MeetingId, deleted: &mut Deleted) ->
         }
         if cursor == "0" {
             break;
+        }
+    }
+
+    let (events, field) = footprint::session_events();
+    let count = footprint::SESSION_EVENTS_PAGE.to_string();
+    let mut start = "-".to_owned();
+    loop {
+        let reply = store::execute(
+            conn,
+            "EVAL",
+            &[footprint::SESSION_EVENTS_SCRIPT, "1", events, &start, &count, field, meeting.as_str()],
+        )?;
+        let (removed, last, read) = match reply.as_slice() {
+            [RedisResult::Int64(removed), last, RedisResult::Int64(read)] => (*removed, store::text(last.clone()), *read),
+            other => return Err(EffectError(format!("redis EVAL (session events): unexpected reply {other:?}"))),
+        };
+        deleted.session_events += u64::try_from(removed).unwrap_or(0);
+        match last {
+            Some(last) if usize::try_from(read).unwrap_or(0) >= footprint::SESSION_EVENTS_PAGE => start = format!("({last}"),
+            _ => break,
         }
     }
 

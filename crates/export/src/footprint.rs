@@ -2,7 +2,8 @@
 //! Redis keys by exact name (audio streams, transcript history, the transcription workers'
 //! per-stream keys, the rate limit, the meeting-end records), its key families found by
 //! `SCAN` (per-meeting records, webhook deliveries), its members of the workers'
-//! active-streams set, of the meetings due to end and of the webhooks due; and every
+//! active-streams set, of the meetings due to end and of the webhooks due, its events in the
+//! workers' session events stream; and every
 //! key-value entry under `meeting:{id}:` (presence, transcript state, talk record, stats
 //! election, and whatever per-meeting record comes next) or `ratelimit:ingest:{id}:`.
 //!
@@ -10,7 +11,10 @@
 //! never contain `:`, so no other meeting's key shares a prefix ending in `:`. A `.` does
 //! not end an id, so what a pattern ending in `{id}.*` finds is checked before it goes.
 
-use earshot_protocol::asr::{active_member, lease_key, open_sessions_key, position_key, ACTIVE_STREAMS_KEY};
+use earshot_protocol::asr::{
+    active_member, lease_key, open_sessions_key, position_key, ACTIVE_STREAMS_KEY, EVENT_FIELD_MEETING,
+    SESSIONS_STREAM_KEY,
+};
 use earshot_protocol::ids::{audio_stream_key, ingest_rate_limit_key, presence_key};
 use earshot_protocol::meeting::meeting_state_key;
 use earshot_protocol::meeting_end::{meeting_keys, PENDING_ENDS_KEY, WEBHOOK_DUE_KEY};
@@ -80,6 +84,38 @@ pub fn webhooks_due(meeting: &MeetingId) -> (&'static str, String) {
 /// The set holding the meeting's members, and those members.
 pub fn redis_set_members(meeting: &MeetingId) -> (&'static str, Vec<String>) {
     (ACTIVE_STREAMS_KEY, SOURCES.iter().map(|s| active_member(meeting, *s)).collect())
+}
+
+/// Session events read per call of [`SESSION_EVENTS_SCRIPT`]: the events stream is capped
+/// at ~10,000 entries, so ten calls at most, each a few milliseconds of Redis time.
+pub const SESSION_EVENTS_PAGE: usize = 1_000;
+
+/// Deletes the meeting's entries from one page of the workers' session events stream.
+/// `KEYS[1]`: the stream; `ARGV`: range start (`-` or `(<id>`), count, the meeting field,
+/// the meeting id. Reply: entries deleted, the last id read (`nil`: none), entries read.
+pub const SESSION_EVENTS_SCRIPT: &str = r"
+local entries = redis.call('XRANGE', KEYS[1], ARGV[1], '+', 'COUNT', ARGV[2])
+local deleted, last = 0, false
+for _, e in ipairs(entries) do
+  last = e[1]
+  local fields = e[2]
+  for j = 1, #fields, 2 do
+    if fields[j] == ARGV[3] then
+      if fields[j + 1] == ARGV[4] then
+        redis.call('XDEL', KEYS[1], e[1])
+        deleted = deleted + 1
+      end
+      break
+    end
+  end
+end
+return { deleted, last, #entries }
+";
+
+/// The session events stream and the field naming an event's meeting (its entries name
+/// the meeting in a value, not in a key, so only the script above finds them).
+pub fn session_events() -> (&'static str, &'static str) {
+    (SESSIONS_STREAM_KEY, EVENT_FIELD_MEETING)
 }
 
 /// Key-value entries the meeting has by exact name (also found by [`owns_kv_key`]; listed
