@@ -254,3 +254,33 @@ async fn export_answers_401_403_404_400_and_405_as_documented() {
     assert_eq!(unknown_route.status(), 404);
     assert_eq!(status(s.export("ex4", "?format=vtt", Some(&sub)).await), 200);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_redis_failure_mid_export_aborts_the_body_instead_of_ending_it() {
+    let mut s = setup();
+    let _agent = s.known_meeting("ex5").await;
+    // ~10 MB of history: far more than the connection buffers, so the component is still
+    // paging through it, blocked on a client that does not read yet, when Redis goes away.
+    let client = redis::Client::open(s.redis.url()).unwrap();
+    let mut con = client.get_connection().unwrap();
+    let text = "x".repeat(1_000);
+    let mut pipe = redis::pipe();
+    for i in 0..10_000u64 {
+        let seg = segment("ex5", "mic", &text, i * 1_000, i * 1_000 + 900, None);
+        pipe.cmd("XADD").arg("transcript:ex5").arg("*").arg("segment").arg(seg.to_string()).ignore();
+    }
+    let () = pipe.query(&mut con).unwrap();
+
+    let t = token(&s.secret, "subscribe", &["ex5"]);
+    let resp = s.export("ex5", "?format=srt", Some(&t)).await;
+    assert_eq!(resp.status(), 200, "the first page was read before the head");
+    s.redis.kill();
+    let body = resp.bytes().await;
+    assert!(body.is_err(), "a truncated export must not end like a whole one (got {} bytes)", body.map(|b| b.len()).unwrap_or(0));
+    // And the component says why: its request line records the abort and the Redis failure.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !s.server.logs().iter().any(|l| l.contains("export aborted") && l.contains("redis")) {
+        assert!(std::time::Instant::now() < deadline, "no abort line:\n{}", s.server.logs().join("\n"));
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
