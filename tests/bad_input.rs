@@ -14,8 +14,9 @@
 //!   `Protocol violation` by tungstenite itself.
 //! - A frame over the relay's message cap (1 MiB, before any component sees it) closes 1009
 //!   `frame too large`, like one over the ingest's `max_frame_bytes`.
-//! - A `token` query parameter so long the request line breaks the server's URI limit is
-//!   refused before the upgrade with HTTP 414; the same 100 KB token in a header closes
+//! - A request whose line or headers pass the public listener's 16 KiB header cap (a 100 KB
+//!   token in the query or a header, a 100 KB admin key) is refused before any component
+//!   with HTTP 431; a 12 KiB token (over the 8 KiB token cap, under the header cap) closes
 //!   1008 `auth failed: token too large`.
 //! - `?since=` that is the largest stream id, or lies in the future, closes 1002
 //!   `bad request: invalid since` (nothing can follow it: the subscriber would be deaf).
@@ -826,18 +827,22 @@ fn cases(ctx: &mut Ctx, revoked: String, revoked_publish: String) -> Vec<Case> {
     c.push(ws_h(Tokens, "query and subprotocol", format!("{ingest_base}&token={t}"), vec![("sec-websocket-protocol", format!("earshot.v1, bearer.{t2}"))], vec![], close(1008, "auth failed: ambiguous token")));
     c.push(ws_h(Tokens, "two Authorization headers", ingest_base.clone(), vec![("authorization", bearer(&t)), ("authorization", bearer(&t2))], vec![], close(1008, "auth failed: ambiguous token")));
     c.push(ws_h(Tokens, "two bearer subprotocols", ingest_base.clone(), vec![("sec-websocket-protocol", format!("earshot.v1, bearer.{t}, bearer.{t2}"))], vec![], close(1008, "auth failed: ambiguous token")));
-    c.push(ws_h(Tokens, "100 KB token in Authorization", ingest_base.clone(), vec![("authorization", bearer(&huge))], vec![text(HANDSHAKE)], close(1008, "auth failed: token too large")));
-    c.push(ws_h(Tokens, "100 KB token as subprotocol", ingest_base.clone(), vec![("sec-websocket-protocol", format!("earshot.v1, bearer.{huge}"))], vec![], close(1008, "auth failed: token too large")));
+    let big = "A".repeat(12 * 1024);
+    c.push(ws_h(Tokens, "12 KiB token in Authorization", ingest_base.clone(), vec![("authorization", bearer(&big))], vec![text(HANDSHAKE)], close(1008, "auth failed: token too large")));
+    c.push(ws_h(Tokens, "12 KiB token as subprotocol", ingest_base.clone(), vec![("sec-websocket-protocol", format!("earshot.v1, bearer.{big}"))], vec![], close(1008, "auth failed: token too large")));
+    c.push(ws_h(Tokens, "100 KB token in Authorization (headers over 16 KiB)", ingest_base.clone(), vec![("authorization", bearer(&huge))], vec![], Expect::Http(431, Body::Contains(""))));
+    c.push(ws_h(Tokens, "100 KB token as subprotocol (headers over 16 KiB)", ingest_base.clone(), vec![("sec-websocket-protocol", format!("earshot.v1, bearer.{huge}"))], vec![], Expect::Http(431, Body::Contains(""))));
     // A client library refuses to build this URI (the `http` crate caps URIs at 64 KiB), so
     // it goes out by hand.
     c.push(Case {
         cat: Tokens,
-        name: "100 KB token in the query (URI too long)".into(),
+        name: "100 KB token in the query (request line over the 16 KiB header cap)".into(),
         target: Target::RawHttp(upgrade_request("HOST", &format!("{ingest_base}&token={huge}"), "13")),
         steps: vec![],
-        expect: Expect::Http(414, Body::Contains("")),
+        expect: Expect::Http(431, Body::Contains("")),
     });
     ctx.tokens.push(huge);
+    ctx.tokens.push(big);
 
     // --- Subscribers sending what they must not ----------------------------------------
     for (route, path) in [("meeting", format!("/api/v1/ws/meetings/{M}")), ("transcript", format!("/api/v1/ws/transcript/{M}"))] {
@@ -963,7 +968,8 @@ fn cases(ctx: &mut Ctx, revoked: String, revoked_publish: String) -> Vec<Case> {
     c.push(http(AuthApi, "issue without the admin key", "POST", token_path, vec![], ok_issue.to_string(), err(401, "admin key required")));
     c.push(http(AuthApi, "issue with a wrong admin key", "POST", token_path, vec![("authorization", bearer("wrong-key"))], ok_issue.to_string(), err(401, "invalid admin key")));
     c.push(http(AuthApi, "issue with the admin key twice", "POST", token_path, vec![("authorization", bearer(&admin)), ("x-admin-key", admin.clone())], ok_issue.to_string(), err(401, "ambiguous admin key")));
-    c.push(http(AuthApi, "issue with a 100 KB admin key", "POST", token_path, vec![("authorization", bearer(&"k".repeat(100 * 1024)))], ok_issue.to_string(), err(401, "invalid admin key")));
+    c.push(http(AuthApi, "issue with a 12 KiB admin key", "POST", token_path, vec![("authorization", bearer(&"k".repeat(12 * 1024)))], ok_issue.to_string(), err(401, "invalid admin key")));
+    c.push(http(AuthApi, "issue with a 100 KB admin key (headers over 16 KiB)", "POST", token_path, vec![("authorization", bearer(&"k".repeat(100 * 1024)))], ok_issue.to_string(), Expect::Http(431, Body::Contains(""))));
     for (name, body, expect) in [
         ("issue: malformed JSON", b"{\"sub\":".to_vec(), err_prefix(400, "invalid request body: ")),
         ("issue: empty body", Vec::new(), err_prefix(400, "invalid request body: ")),
