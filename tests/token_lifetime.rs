@@ -12,6 +12,7 @@ use earshot_testkit::ws::{self, connect, expect_close, ingest_path, next_of_type
 use earshot_testkit::{earshot, Earshot, RedisServer};
 use futures::StreamExt;
 use serde_json::{json, Value};
+use tokio::io::AsyncBufReadExt;
 use tokio_tungstenite::tungstenite::Message;
 
 const SECRET: &str = "token-lifetime-test-secret-0123456789abcdef";
@@ -322,4 +323,88 @@ fn earshot_stream_refreshes_its_3_second_tokens_and_outlives_them() {
     assert_eq!(code, 5, "closed by the server: {stdout}\n{stderr}");
     assert!(stdout.contains("closed by server: 1008 auth failed: token expired"), "{stdout}");
     assert!(stderr.contains("pass --token-command"), "{stderr}");
+}
+
+/// Serves `GET /token` with a fresh 60 s `subscribe` token of `viewer` for `m1` (CORS for
+/// `origin`, credentials allowed); returns its URL and how many tokens it gave out.
+async fn token_server(origin: String) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/token", listener.local_addr().unwrap());
+    let served = std::sync::Arc::new(AtomicUsize::new(0));
+    let count = served.clone();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            let mut request = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                match tcp.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => request.extend_from_slice(&buf[..n]),
+                }
+            }
+            let cors = format!(
+                "access-control-allow-origin: {origin}\r\naccess-control-allow-credentials: true\r\naccess-control-allow-headers: cache-control, pragma\r\n"
+            );
+            let response = if request.starts_with(b"OPTIONS") {
+                format!("HTTP/1.1 204 No Content\r\n{cors}access-control-allow-methods: GET\r\nconnection: close\r\n\r\n")
+            } else {
+                count.fetch_add(1, Ordering::Relaxed);
+                let n = count.load(Ordering::Relaxed);
+                let body = json!({ "token": mint("viewer", "subscribe", &["m1"], &format!("jti-page-{n}"), 60).0 }).to_string();
+                format!("HTTP/1.1 200 OK\r\n{cors}content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len())
+            };
+            let _ = tcp.write_all(response.as_bytes()).await;
+        }
+    });
+    (url, served)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_page_renews_its_token_on_both_sockets_before_exp() {
+    let driver_dir = earshot_testkit::repo_root().join("tests/browser");
+    assert!(
+        driver_dir.join("node_modules/playwright-core/package.json").is_file(),
+        "needs Chromium, Node.js and `npm ci --prefix tests/browser` (see tests/browser.rs)"
+    );
+    let redis = RedisServer::start().unwrap();
+    let server = server(Some(&redis));
+    let origin = server.url("");
+    let (token_url, served) = token_server(origin.clone()).await;
+    let mut driver = tokio::process::Command::new("node");
+    driver
+        .arg(driver_dir.join("token_refresh.mjs"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = driver.spawn().unwrap();
+    let mut stdin = child.stdin.take();
+    let mut stdout_lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let run = async {
+        use tokio::io::AsyncWriteExt;
+        let mut seen = Vec::new();
+        while let Some(line) = stdout_lines.next_line().await.unwrap() {
+            if line == "@ready" {
+                // Minted only now: a cold browser start can outlast a 3 s token.
+                let (token, exp) = mint("viewer", "subscribe", &["m1"], "jti-page-0", 3);
+                let fragment = format!("meeting=m1&token={token}&token_url={}", token_url.replace(':', "%3A").replace('/', "%2F"));
+                let go = json!({ "url": format!("{origin}/#{fragment}"), "exp_ms": exp * 1000 });
+                let mut pipe = stdin.take().expect("one @ready");
+                pipe.write_all(format!("{go}\n").as_bytes()).await.unwrap();
+                pipe.flush().await.unwrap();
+            }
+            seen.push(line);
+        }
+        seen.join("\n")
+    };
+    let stdout = tokio::time::timeout(Duration::from_secs(150), run).await.expect("the browser driver finished");
+    let out = child.wait_with_output().await.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "driver failed:\n{stdout}\n{stderr}");
+    assert!(stdout.contains("renewed") && stdout.contains("ok"), "{stdout}");
+    assert!(served.load(std::sync::atomic::Ordering::Relaxed) >= 1, "the page asked the token URL");
+    let refreshed = server.logs().iter().filter(|l| l.contains("token refreshed")).count();
+    assert!(refreshed >= 2, "both sockets refreshed on the server ({refreshed} log lines)");
 }
