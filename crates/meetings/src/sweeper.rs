@@ -136,6 +136,12 @@ impl Sweeper {
     async fn end(&self, conn: &mut ConnectionManager, meeting: &MeetingId, now: u64) -> Result<bool, MeetingsError> {
         let fields: BTreeMap<String, String> =
             redis::cmd("HGETALL").arg(totals_key(meeting)).query_async(conn).await.map_err(MeetingsError::redis("HGETALL totals"))?;
+        if fields.is_empty() {
+            // Deleted (DELETE /api/v1/meetings/{id}) or expired while its end was pending:
+            // nothing is left to end or announce.
+            let _: () = redis::cmd("ZREM").arg(PENDING_ENDS_KEY).arg(meeting.as_str()).query_async(conn).await.map_err(MeetingsError::redis("ZREM"))?;
+            return Ok(false);
+        }
         let segments: u64 = redis::cmd("XLEN")
             .arg(transcript_stream_key(meeting))
             .query_async(conn)
