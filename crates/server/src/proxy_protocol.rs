@@ -297,6 +297,42 @@ mod tests {
         assert!(parse(&h).is_err(), "short IPv6 block");
     }
 
+    /// Not a fuzzer (fuzz/ would link the whole server), but the same promise on a few
+    /// hundred thousand inputs: no panic, a header never longer than its input, and every
+    /// proper prefix of a whole header is `Incomplete`, never an error or another header.
+    #[test]
+    fn arbitrary_bytes_never_panic_and_prefixes_of_headers_are_incomplete() {
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let seeds: [&[u8]; 3] = [b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\r\n", b"PROXY TCP6 ::1 ::2 3 4\r\n", &V2_SIGNATURE[..]];
+        for round in 0..200_000u32 {
+            let mut buf: Vec<u8> = seeds[round as usize % seeds.len()].to_vec();
+            // Mutate a few bytes, truncate or extend: inputs near the grammar, where bugs live.
+            for _ in 0..(next() % 4) {
+                let at = (next() as usize) % (buf.len() + 1);
+                match next() % 3 {
+                    0 if at < buf.len() => buf[at] = next() as u8,
+                    1 => buf.insert(at.min(buf.len()), next() as u8),
+                    _ => buf.truncate(at.max(1)),
+                }
+            }
+            if round % 7 == 0 {
+                buf.extend((0..(next() % 64)).map(|_| next() as u8));
+            }
+            if let Ok(Parsed::Header { len, .. }) = parse(&buf) {
+                assert!(len <= buf.len(), "{buf:?}");
+                for cut in 0..len {
+                    assert_eq!(parse(&buf[..cut]), Ok(Parsed::Incomplete), "prefix {cut} of {buf:?}");
+                }
+            }
+        }
+    }
+
     #[tokio::test]
     async fn a_header_is_read_off_and_what_follows_is_replayed() {
         let (mut client, server) = tokio::io::duplex(1024);
