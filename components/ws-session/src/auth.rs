@@ -75,7 +75,9 @@ pub fn authenticate_refresh(
     let verified = verify(token, settings, scope, meeting, now_ms / 1000, effects)
         .map_err(RefreshFailure::Auth)?;
     if verified.exp.saturating_mul(1000) <= now_ms {
-        return Err(RefreshFailure::Auth(AuthFailure::Denied(AuthError::Expired)));
+        return Err(RefreshFailure::Auth(AuthFailure::Denied(
+            AuthError::Expired,
+        )));
     }
     if verified.sub != sub {
         return Err(RefreshFailure::OtherSubject);

@@ -119,15 +119,29 @@ fn a_refused_open_arms_nothing() {
 fn a_refresh_for_the_same_subject_renews_exp_and_jti() {
     let mut host = Host::default();
     let mut conn = opened(&mut host);
-    let fresh = token_for("alice", "subscribe ingest", &["m1", "m2"], "jti-b", T0_S + 2, Some(60));
-    let reply = conn.at(2_000).send(&settings(), &mut host, vec![refresh(&fresh)]);
+    let fresh = token_for(
+        "alice",
+        "subscribe ingest",
+        &["m1", "m2"],
+        "jti-b",
+        T0_S + 2,
+        Some(60),
+    );
+    let reply = conn
+        .at(2_000)
+        .send(&settings(), &mut host, vec![refresh(&fresh)]);
     let exp = T0_S + 62;
-    assert_eq!(reply.events, vec![text(&format!(r#"{{"type":"refreshed","exp":{exp}}}"#))]);
+    assert_eq!(
+        reply.events,
+        vec![text(&format!(r#"{{"type":"refreshed","exp":{exp}}}"#))]
+    );
     assert_eq!(conn.meta["token-exp"], exp.to_string());
     assert_eq!(conn.meta["jti"], "jti-b");
     assert!(host.texts.is_empty(), "the component never sees a refresh");
     // Past the first token's exp, the connection lives on with the second.
-    let reply = conn.at(10_000).send(&settings(), &mut host, vec![text("hello")]);
+    let reply = conn
+        .at(10_000)
+        .send(&settings(), &mut host, vec![text("hello")]);
     assert_eq!(closed_with(&reply), None);
     assert_eq!(host.texts, ["hello"]);
 }
@@ -149,41 +163,69 @@ fn a_refresh_to_a_token_without_jti_clears_the_old_jti() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as u64;
-    conn.meta.insert("token-exp".into(), (now / 1000 + 3).to_string());
+    conn.meta
+        .insert("token-exp".into(), (now / 1000 + 3).to_string());
     conn.now_ms = now;
     let reply = conn.send(&settings(), &mut host, vec![refresh(&no_jti)]);
     assert_eq!(closed_with(&reply), None, "{:?}", reply.events);
-    assert_eq!(conn.meta["jti"], "", "an empty value clears what the relay holds");
+    assert_eq!(
+        conn.meta["jti"], "",
+        "an empty value clears what the relay holds"
+    );
 }
 
 #[test]
 fn bad_refreshes_close_1008_with_the_reason() {
     let cases = [
-        (token_for("bob", "subscribe", &["m1"], "jti-b", T0_S, Some(60)), "auth failed: refresh for another subject"),
-        (token_for("alice", "ingest", &["m1"], "jti-b", T0_S, Some(60)), "auth failed: scope not granted: subscribe"),
-        (token_for("alice", "subscribe", &["m2"], "jti-b", T0_S, Some(60)), "auth failed: meeting not granted"),
+        (
+            token_for("bob", "subscribe", &["m1"], "jti-b", T0_S, Some(60)),
+            "auth failed: refresh for another subject",
+        ),
+        (
+            token_for("alice", "ingest", &["m1"], "jti-b", T0_S, Some(60)),
+            "auth failed: scope not granted: subscribe",
+        ),
+        (
+            token_for("alice", "subscribe", &["m2"], "jti-b", T0_S, Some(60)),
+            "auth failed: meeting not granted",
+        ),
         // Within the OPEN's clock leeway, yet already expired: no use as a refresh.
-        (token_for("alice", "subscribe", &["m1"], "jti-b", T0_S - 1, Some(2)), "auth failed: token expired"),
+        (
+            token_for("alice", "subscribe", &["m1"], "jti-b", T0_S - 1, Some(2)),
+            "auth failed: token expired",
+        ),
         ("not.a.token".to_owned(), "auth failed: malformed token"),
         ("revoked".to_owned(), "auth failed: token revoked"),
     ];
     for (token, reason) in cases {
         let mut host = Host::default();
         let token = if token == "revoked" {
-            host.kv.insert(revocation_key("jti-r"), RevocationRecord { exp: T0_S + 60 }.to_json());
+            host.kv.insert(
+                revocation_key("jti-r"),
+                RevocationRecord { exp: T0_S + 60 }.to_json(),
+            );
             token_for("alice", "subscribe", &["m1"], "jti-r", T0_S, Some(60))
         } else {
             token
         };
         let mut conn = opened(&mut host);
-        let reply = conn.at(1_500).send(&settings(), &mut host, vec![refresh(&token)]);
-        assert_eq!(closed_with(&reply), Some((1008, reason.to_owned())), "{reason}");
+        let reply = conn
+            .at(1_500)
+            .send(&settings(), &mut host, vec![refresh(&token)]);
+        assert_eq!(
+            closed_with(&reply),
+            Some((1008, reason.to_owned())),
+            "{reason}"
+        );
         assert_eq!(conn.state(), "closed");
     }
     let mut host = Host::default();
     let mut conn = opened(&mut host);
     let reply = conn.send(&settings(), &mut host, vec![text(r#"{"type":"refresh"}"#)]);
-    assert_eq!(closed_with(&reply), Some((1008, "auth failed: missing token".to_owned())));
+    assert_eq!(
+        closed_with(&reply),
+        Some((1008, "auth failed: missing token".to_owned()))
+    );
 }
 
 #[test]
@@ -193,12 +235,29 @@ fn a_request_after_exp_closes_unless_it_brings_a_refresh() {
     let reply = conn.at(2_999).send(&settings(), &mut host, vec![]);
     assert_eq!(closed_with(&reply), None, "a millisecond before exp");
     let mut late = opened(&mut host);
-    let reply = conn.at(3_000).send(&settings(), &mut host, vec![text("hi")]);
-    assert_eq!(closed_with(&reply), Some((CloseCode::PolicyViolation.code(), "auth failed: token expired".into())));
-    assert!(host.texts.is_empty(), "nothing of an expired connection reaches the component");
+    let reply = conn
+        .at(3_000)
+        .send(&settings(), &mut host, vec![text("hi")]);
+    assert_eq!(
+        closed_with(&reply),
+        Some((
+            CloseCode::PolicyViolation.code(),
+            "auth failed: token expired".into()
+        ))
+    );
+    assert!(
+        host.texts.is_empty(),
+        "nothing of an expired connection reaches the component"
+    );
 
     let fresh = token_for("alice", "subscribe", &["m1"], "jti-b", T0_S + 3, Some(60));
-    let reply = late.at(3_200).send(&settings(), &mut host, vec![refresh(&fresh)]);
-    assert_eq!(closed_with(&reply), None, "the refresh in the same batch is taken first");
+    let reply = late
+        .at(3_200)
+        .send(&settings(), &mut host, vec![refresh(&fresh)]);
+    assert_eq!(
+        closed_with(&reply),
+        None,
+        "the refresh in the same batch is taken first"
+    );
     assert_eq!(late.meta["token-exp"], (T0_S + 63).to_string());
 }

@@ -19,11 +19,11 @@ use crate::auth::{
     authenticate, authenticate_refresh, select_subprotocol, AuthFailure, Credentials,
     RefreshFailure,
 };
-use earshot_auth::AuthError;
 use crate::effects::Effects;
 use crate::log::{Level, Line, LogContext, State};
 use crate::meta::{Meta, MetaError, Phase, StateFields};
 use crate::settings::TokenSettings;
+use earshot_auth::AuthError;
 
 /// Response headers besides `Set-Meta-*`.
 pub mod header {
