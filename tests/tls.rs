@@ -1,6 +1,7 @@
 //! TLS on the public listener (issue 13): HTTPS and `wss://` against a certificate the
 //! test generates, ALPN http/1.1, and a certificate swapped on disk taking effect for
-//! new connections without a restart while an open `wss://` socket keeps working.
+//! new connections without a restart (file change, and SIGHUP) while an open `wss://`
+//! socket keeps working.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -143,6 +144,31 @@ async fn https_and_wss_work_and_a_reloaded_certificate_is_served_without_a_resta
     }
     let (presented, _, _) = https_get(port, client(&[&first, &second]), "/api/v1/ping").await;
     assert_eq!(presented, second);
+
+    // SIGHUP reloads too (the files put right again, then the signal at once).
+    std::fs::copy(second_dir.path().join("cert.pem"), dir.path().join("cert.pem")).unwrap();
+    let pid = earshot_pid(server.state_dir());
+    let sent = std::process::Command::new("kill").args(["-HUP", &pid.to_string()]).status().unwrap();
+    assert!(sent.success());
+    let deadline = Instant::now() + WAIT;
+    while !server.logs().iter().any(|l| l.contains("tls_reloaded") && l.contains("sighup")) {
+        assert!(Instant::now() < deadline, "no reload on SIGHUP:\n{}", server.logs().join("\n"));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The pid of the `earshot up` child whose command line names `state_dir`.
+fn earshot_pid(state_dir: &Path) -> u32 {
+    let needle = state_dir.to_string_lossy().into_owned();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .find(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).contains(&needle) && String::from_utf8_lossy(&c).contains("up"))
+                .unwrap_or(false)
+        })
+        .expect("the earshot process")
 }
 
 async fn expect_pong<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>, payload: &[u8])
