@@ -26,10 +26,11 @@ pub const DEFAULT_MAX_UTTERANCE_MS: u64 = 15_000;
 
 /// Features of a final pass are zero-padded to at least this much audio, in milliseconds.
 /// Whisper was trained on 30 s windows; very short unpadded inputs make it guess (and
-/// loop: unpadded, 3 of 12 bench clips ran to the token budget), while padding costs
-/// encoder time. Measured on the bench's 12 espeak-ng clips with tiny.en: 10 s, 6 s and
-/// 4 s all give 15.1 % WER, unpadded 16.0 %; 6 s encodes in ~60 % of the time of 10 s.
-pub const DEFAULT_FINAL_PAD_MS: u64 = 6_000;
+/// loop: unpadded, 3 of the bench's 12 clips ran to the token budget), while padding costs
+/// encoder time. On the bench's 12 clips 10 s, 6 s and 4 s all gave 15.1 % WER, but 6 s
+/// raised `tests/speech.rs`'s mic WER from within 25 % to 29.4 % ("nine" → "I did", "whole
+/// team" → "phone team"), so 10 s stays.
+pub const DEFAULT_FINAL_PAD_MS: u64 = 10_000;
 
 /// Interim passes are padded to at least this much audio, in milliseconds (they are
 /// replaced by the final, so they trade accuracy for speed).
@@ -155,11 +156,12 @@ impl Shared {
         self.pool.install(|| decoder.run(samples, min_frames, prefix))
     }
 
-    /// Whether another pass holds the pool: an interim now would delay it (and the final
-    /// it may be), so interims use only idle capacity and are the first work dropped
-    /// under load.
+    /// Whether as many passes as the pool has threads are running or queued: an interim
+    /// now would delay them (finals among them), so interims use only spare capacity and
+    /// are the first work dropped under load. (At any pass in flight, two sources talking
+    /// at once on 2 threads starved each other's interims: `tests/speech.rs`.)
     pub(crate) fn busy(&self) -> bool {
-        self.in_flight.load(Ordering::SeqCst) > 0
+        self.in_flight.load(Ordering::SeqCst) >= self.config.threads
     }
 
     /// Whether a pass is Whisper inventing text (silence, noise, a loop).

@@ -22,8 +22,8 @@
 //! ([`earshot_vad::Vad`]) over the audio; silence is never sent to the model. While an
 //! utterance is open, at most one interim pass per [`WhisperConfig::interim_interval_ms`]
 //! of audio (and at most one per `push`, so a worker catching up on a backlog skips
-//! interims first; and none while any session's pass is running on the engine, so under
-//! load interims wait for idle capacity and finals go first) encodes just the audio
+//! interims first; and none while the engine already runs as many passes as it has
+//! threads, so under load interims wait for spare capacity and finals go first) encodes just the audio
 //! present. When the VAD reports the end, one more
 //! pass (features padded to [`WhisperConfig::final_pad_ms`]) gives the final. An utterance
 //! reaching [`WhisperConfig::max_utterance_ms`] is finalised at its quietest 100 ms in the

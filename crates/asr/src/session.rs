@@ -47,7 +47,7 @@ pub struct SessionStats {
     pub finals: u64,
     /// Interims published.
     pub interims: u64,
-    /// Interims put off because another pass held the engine (tried again next push).
+    /// Interims put off because the engine was busy (tried again at the next push).
     pub interims_deferred: u64,
     /// Finals dropped as invented (silence, noise, below the log-probability floor).
     pub dropped: u64,

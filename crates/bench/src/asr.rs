@@ -586,15 +586,12 @@ pub(crate) async fn table(launcher: &Option<Launcher>, quick: bool, reps: usize)
     let audio_s: f64 = clips.iter().map(|c| audio_ms(&c.pcm) as f64 / 1000.0).sum();
 
     eprintln!("  earshot engine, one pass per clip…");
+    // The engine runs on its own threads, off the runtime the servers' clients use.
+    let clips = std::sync::Arc::new(clips);
     let earshot = {
-        let model = model.clone();
-        let clips_ref = std::sync::Arc::new(clips);
-        let c = clips_ref.clone();
-        let reps = sizes.reps;
-        let r = tokio::task::spawn_blocking(move || earshot_offline(&model, &c, reps)).await??;
-        (r, clips_ref)
+        let (model, clips, reps) = (model.clone(), clips.clone(), sizes.reps);
+        tokio::task::spawn_blocking(move || earshot_offline(&model, &clips, reps)).await??
     };
-    let (earshot, clips) = earshot;
 
     let mut columns = vec!["Earshot (candle, f32)".to_owned()];
     let mut peers = Vec::new();
