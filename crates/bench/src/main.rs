@@ -562,6 +562,7 @@ async fn fanout_table(
         publish_paths.join("; ")
     ));
     t.setup.push("Delivered msgs/s = messages received ÷ (last receipt − first publish); below the offered rate means the system fell behind. Server CPU excludes Redis; bench CPU is the load side (2 cores in all).".into());
+    t.setup.push(format!("Below the maximum (open loop, one window each): the latency at 25 / 50 / 90 % of the median delivered rate of the runs above, then the highest rate whose window delivered everything with p99 ≤ {} ms, bisected from those points.", fanout::P99_BOUND_MS));
     for (i, &size) in sizes.fanout_sizes.iter().enumerate() {
         let col = |f: fn(&fanout::SizeRuns) -> &Runs| {
             all.iter()
@@ -597,6 +598,24 @@ async fn fanout_table(
             col(|s| &s.max_ms),
             None,
         );
+        t.row(
+            &format!("{label}: highest rate with p99 ≤ {} ms (open loop, bisected), msgs/s", fanout::P99_BOUND_MS),
+            Better::Higher,
+            col(|s| &s.sustained_per_s),
+            None,
+        );
+        t.row(&format!("{label}: p99 at that rate, ms"), Better::Lower, col(|s| &s.sustained_p99_ms), None);
+        for (k, fraction) in fanout::LOAD_FRACTIONS.iter().enumerate() {
+            let pct = fraction * 100.0;
+            let at = |f: fn(&fanout::LoadPoint) -> &Runs| {
+                all.iter()
+                    .map(|r| r.sizes.get(i).map(|s| f(&s.1.at_load[k]).clone()).unwrap_or_default())
+                    .collect::<Vec<_>>()
+            };
+            t.row(&format!("{label}: at {pct:.0} % of the maximum: offered msgs/s"), Better::Higher, at(|p| &p.offered_per_s), None);
+            t.row(&format!("{label}: at {pct:.0} % of the maximum: latency p50, ms"), Better::Lower, at(|p| &p.p50_ms), None);
+            t.row(&format!("{label}: at {pct:.0} % of the maximum: latency p99, ms"), Better::Lower, at(|p| &p.p99_ms), None);
+        }
         t.row(
             &format!("{label}: lost, %"),
             Better::Lower,

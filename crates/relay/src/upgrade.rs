@@ -35,6 +35,11 @@ const HOP_HEADERS: [&str; 9] = [
 /// Initial read buffer per WebSocket, in bytes (see the config below).
 const READ_BUFFER_BYTES: usize = 4096;
 
+/// Bytes the writer batches before a socket write. The writer flushes after each batch
+/// anyway; this caps what a burst leaves allocated per socket (tungstenite's default,
+/// 128 KiB, would stay resident on every subscriber that once received a burst).
+const WRITE_BUFFER_BYTES: usize = 16 * 1024;
+
 /// Whether `req` asks to become a WebSocket.
 pub fn is_websocket_upgrade<B>(req: &http::Request<B>) -> bool {
     let has = |name: http::header::HeaderName, token: &str| {
@@ -222,6 +227,7 @@ impl Relay {
             // grows on demand for larger ones.
             let config = WebSocketConfig::default()
                 .read_buffer_size(READ_BUFFER_BYTES)
+                .write_buffer_size(WRITE_BUFFER_BYTES)
                 .max_message_size(Some(max))
                 .max_frame_size(Some(max));
             let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;

@@ -18,6 +18,10 @@ use crate::queue::{Outbound, QueueBound, QueueReceiver};
 /// the TCP connection: enough for any live client, short enough for shutdown.
 pub(crate) const CLOSE_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Most queued entries written per flush: enough to batch a fan-out burst into few
+/// syscalls, few enough that a close request is noticed between batches.
+const WRITE_BATCH_MAX: usize = 64;
+
 /// The hold buffer grew past the connection's bound.
 #[derive(Debug, PartialEq, Eq)]
 struct HoldOverflow;
@@ -93,24 +97,40 @@ pub(crate) async fn write_loop<S>(
             biased;
             _ = close_rx.changed() => break,
             out = queue.recv() => {
-                let Some(out) = out else { break };
-                match out {
-                    Outbound::Message(m) => to_send.push(m),
-                    Outbound::Item { channel, id, msg } => match holds.admit(&channel, id, msg, bound) {
-                        Ok(Some(m)) => to_send.push(m),
-                        Ok(None) => {}
-                        Err(HoldOverflow) => {
-                            let _ = close_tx.send(Some(Close::slow_consumer()));
-                            break;
-                        }
-                    },
-                    Outbound::Hold(channel) => holds.hold(channel),
-                    Outbound::Release { channel, after } => to_send.extend(holds.release(&channel, after)),
+                let Some(mut out) = out else { break };
+                // Everything already queued goes out in one flush: under fan-out load a
+                // socket gets one write syscall per batch instead of one per message.
+                let mut batched = 0;
+                loop {
+                    batched += 1;
+                    match out {
+                        Outbound::Message(m) => to_send.push(m),
+                        Outbound::Item { channel, id, msg } => match holds.admit(&channel, id, msg, bound) {
+                            Ok(Some(m)) => to_send.push(m),
+                            Ok(None) => {}
+                            Err(HoldOverflow) => {
+                                let _ = close_tx.send(Some(Close::slow_consumer()));
+                                break 'outer;
+                            }
+                        },
+                        Outbound::Hold(channel) => holds.hold(channel),
+                        Outbound::Release { channel, after } => to_send.extend(holds.release(&channel, after)),
+                    }
+                    if batched == WRITE_BATCH_MAX {
+                        break;
+                    }
+                    match queue.try_recv() {
+                        Some(next) => out = next,
+                        None => break,
+                    }
                 }
                 for m in to_send.drain(..) {
-                    if sink.send(m).await.is_err() {
+                    if sink.feed(m).await.is_err() {
                         break 'outer;
                     }
+                }
+                if sink.flush().await.is_err() {
+                    break 'outer;
                 }
             }
         }
