@@ -297,7 +297,7 @@ fn tolerate(name: &str, result: anyhow::Result<()>, notes: &mut Vec<String>) -> 
 fn retry_note(t: &mut Table, name: &str, retries: usize) {
     if retries > 0 {
         t.notes.push(format!(
-            "{name}: {retries} upgrades were answered 5xx (Pushpin: 502 when Earshot behind it answered 500: \"maximum concurrent limit of 256 for component instances reached\") and retried"
+            "{name}: {retries} upgrades were answered 5xx and retried"
         ));
     }
 }
