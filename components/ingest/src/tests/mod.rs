@@ -782,6 +782,8 @@ fn spin_toml_gives_the_component_exactly_its_variables() {
         "idle_timeout_ms",
         "rate_limit_count",
         "rate_limit_window_ms",
+        "meeting_end_grace_s",
+        "audio_retention_s",
     ];
     for name in names {
         assert!(
