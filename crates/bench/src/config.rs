@@ -41,6 +41,11 @@ pub(crate) struct Sizes {
     pub(crate) fanout_window: Duration,
     /// Message sizes, bytes.
     pub(crate) fanout_sizes: Vec<usize>,
+    /// Bisection steps of the search for the highest rate with p99 within the bound,
+    /// after the fixed load points (0: the load points only).
+    pub(crate) fanout_search_steps: usize,
+    /// Longest wait for the server to go quiet before each fan-out window.
+    pub(crate) fanout_settle: Duration,
 
     /// First number of concurrent PCM streams tried.
     pub(crate) ingest_start: usize,
@@ -73,6 +78,11 @@ impl Sizes {
             fanout_rate: 200_000,
             fanout_window: Duration::from_secs(3),
             fanout_sizes: vec![100, 4096],
+            // Three steps halve the bracket to an eighth (a few percent of the maximum)
+            // in ~30 s per size.
+            fanout_search_steps: 3,
+            // A system that fell behind drains its backlog first; 10 s covers the worst seen.
+            fanout_settle: Duration::from_secs(10),
             ingest_start: 128,
             ingest_max: 4000,
             ingest_bisect: 2,
@@ -98,6 +108,10 @@ impl Sizes {
             fanout_rate: 10_000,
             fanout_window: Duration::from_secs(1),
             fanout_sizes: vec![100, 4096],
+            // The smoke run exercises the load points but not the search, and waits at
+            // most 2 s for quiet: with the search and 10 s settles `--quick` took ~10 min.
+            fanout_search_steps: 0,
+            fanout_settle: Duration::from_secs(2),
             ingest_start: 16,
             ingest_max: 32,
             ingest_bisect: 0,

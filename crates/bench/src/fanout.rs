@@ -70,10 +70,6 @@ pub(crate) const LOAD_FRACTIONS: [f64; 3] = [0.25, 0.5, 0.9];
 /// The latency bound of the sustained-rate search, ms (the p99 target).
 pub(crate) const P99_BOUND_MS: f64 = 10.0;
 
-/// Bisection steps of the sustained-rate search after the load points: three halve
-/// the bracket to an eighth (a few percent of the maximum) in ~30 s per size.
-const SEARCH_STEPS: usize = 3;
-
 /// A window counts as delivered when at least this share of its messages arrived.
 const DELIVERED_SHARE: f64 = 0.999;
 
@@ -313,7 +309,15 @@ pub(crate) async fn run(
         tokio::time::sleep(WARMUP_ROUND).await;
     }
 
-    let ctx = Ctx { sys, shared: &shared, channels: &channels, per_channel, window: sizes.fanout_window, size };
+    let ctx = Ctx {
+        sys,
+        shared: &shared,
+        channels: &channels,
+        per_channel,
+        window: sizes.fanout_window,
+        settle: sizes.fanout_settle,
+        size,
+    };
     let mut run_id = 0u32;
     let mut out = SizeRuns::default();
     for rep in 0..sizes.reps {
@@ -360,7 +364,7 @@ pub(crate) async fn run(
             hi = hi.min(rate);
         }
     }
-    for _ in 0..SEARCH_STEPS {
+    for _ in 0..sizes.fanout_search_steps {
         let floor = lo.as_ref().map_or(0.0, |(r, _)| *r);
         let rate = (floor + hi) / 2.0;
         if rate < per_channel as f64 || hi - floor < hi * 0.02 {
@@ -395,6 +399,8 @@ struct Ctx<'a> {
     channels: &'a [String],
     per_channel: usize,
     window: Duration,
+    /// Longest wait for the server to go quiet before a window.
+    settle: Duration,
     size: usize,
 }
 
@@ -402,7 +408,7 @@ impl Ctx<'_> {
     /// One open-loop window offering `rate` deliveries/s, counted as run `run_id`.
     async fn measure(&self, publisher: &mut Publisher, run_id: u32, rate: f64) -> anyhow::Result<Window> {
         let (sys, shared) = (self.sys, self.shared);
-        settle(sys, Duration::from_secs(10)).await;
+        settle(sys, self.settle).await;
         shared.received.store(0, Ordering::Relaxed);
         shared.last_receive_ns.store(0, Ordering::Relaxed);
         shared.current.store(run_id, Ordering::Relaxed);
