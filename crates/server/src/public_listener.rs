@@ -20,11 +20,8 @@ use crate::client_addr::{Cidr, TrustedProxies};
 use crate::http_limits::{self, ConnWatch, HttpLimits, TrackedBody, Watched};
 use crate::proxy_protocol::{self, Prefixed};
 use crate::public::PublicRouter;
+use crate::serve::accept_until_stopped;
 use crate::tls::Tls;
-
-/// After a failed `accept` (EMFILE and friends), how long the loop pauses instead of
-/// spinning: long enough for connections to finish and free descriptors.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
 /// What a connection over the pending cap gets before it is closed (plain HTTP only;
 /// a TLS client would not understand it). `Retry-After` as the WebSocket caps say it.
@@ -112,19 +109,7 @@ impl PublicListener {
 
     /// Accepts until `stop` turns true, each connection on its own task holding `drain`.
     pub(crate) async fn accept_loop(self: Arc<Self>, listener: TcpListener, mut stop: watch::Receiver<bool>, drain: mpsc::Sender<()>) {
-        loop {
-            let accepted = tokio::select! {
-                a = listener.accept() => a,
-                _ = async { let _ = stop.wait_for(|s| *s).await; } => return,
-            };
-            let (stream, peer) = match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(ACCEPT_BACKOFF).await;
-                    continue;
-                }
-            };
+        while let Some((stream, peer)) = accept_until_stopped(&listener, &mut stop).await {
             let Ok(permit) = self.pending.clone().try_acquire_owned() else {
                 tracing::warn!(peer = %peer, limit = self.limits.max_pending_connections, "connection refused: too many not yet upgraded");
                 if self.tls.is_none() {

@@ -262,6 +262,29 @@ impl Server {
     }
 }
 
+/// The next connection on `listener`, or `None` once `stop` turns true. A failed
+/// `accept` (EMFILE and friends) is logged and retried after ACCEPT_BACKOFF. Both
+/// listeners' accept loops go through here.
+pub(crate) async fn accept_until_stopped(
+    listener: &TcpListener,
+    stop: &mut watch::Receiver<bool>,
+) -> Option<(tokio::net::TcpStream, SocketAddr)> {
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            // The guard `wait_for` returns is not Send: drop it inside.
+            _ = async { let _ = stop.wait_for(|s| *s).await; } => return None,
+        };
+        match accepted {
+            Ok(a) => return Some(a),
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+            }
+        }
+    }
+}
+
 /// Accepts connections on `listener` until `stop` turns true, serving each with
 /// `handle` on its own task (which holds `drain` until the connection is done).
 async fn accept_loop<H, F>(listener: TcpListener, mut stop: watch::Receiver<bool>, drain: mpsc::Sender<()>, handle: H)
@@ -269,20 +292,7 @@ where
     H: Fn(http::Request<hyper::body::Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = http::Response<HyperOutgoingBody>> + Send + 'static,
 {
-    loop {
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
-            // The guard `wait_for` returns is not Send: drop it inside.
-            _ = async { let _ = stop.wait_for(|s| *s).await; } => return,
-        };
-        let (stream, peer) = match accepted {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(ACCEPT_BACKOFF).await;
-                continue;
-            }
-        };
+    while let Some((stream, peer)) = accept_until_stopped(&listener, &mut stop).await {
         let handle = handle.clone();
         let service = service_fn(move |req| {
             let response = handle(req, peer);
