@@ -86,8 +86,9 @@ pub(crate) struct ConnWatch {
     /// Milliseconds after `start` when the current phase began.
     since_ms: AtomicU64,
     in_flight: AtomicU64,
-    /// Wakes the watchdog when the last request in flight ends.
-    idle: tokio::sync::Notify,
+    /// Wakes the watchdog at every change of phase, so a deadline computed for the old
+    /// phase (10 s for a header) never outlives it (a 1.5 s keep-alive after it).
+    changed: tokio::sync::Notify,
 }
 
 /// Why the watchdog closed a connection.
@@ -107,7 +108,7 @@ impl ConnWatch {
             phase: AtomicU8::new(PHASE_HEAD),
             since_ms: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
-            idle: tokio::sync::Notify::new(),
+            changed: tokio::sync::Notify::new(),
         })
     }
 
@@ -121,6 +122,7 @@ impl ConnWatch {
             && self.phase.compare_exchange(PHASE_IDLE, PHASE_HEAD, Ordering::Relaxed, Ordering::Relaxed).is_ok()
         {
             self.since_ms.store(self.now_ms(), Ordering::Relaxed);
+            self.changed.notify_one();
         }
     }
 
@@ -128,6 +130,7 @@ impl ConnWatch {
     pub(crate) fn request_started(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         self.phase.store(PHASE_IN_FLIGHT, Ordering::Relaxed);
+        self.changed.notify_one();
         InFlight(self.clone())
     }
 
@@ -141,7 +144,7 @@ impl ConnWatch {
                 // A handler is running (a backend call has its own timeout): wait for it to end.
                 _ => {
                     tokio::select! {
-                        _ = self.idle.notified() => {}
+                        _ = self.changed.notified() => {}
                         _ = tokio::time::sleep(limits.header_read_timeout) => {}
                     }
                     continue;
@@ -158,7 +161,10 @@ impl ConnWatch {
                 }
                 continue;
             }
-            tokio::time::sleep(deadline - now).await;
+            tokio::select! {
+                _ = self.changed.notified() => {}
+                _ = tokio::time::sleep(deadline - now) => {}
+            }
         }
     }
 }
@@ -173,7 +179,7 @@ impl Drop for InFlight {
         if w.in_flight.fetch_sub(1, Ordering::Relaxed) == 1 {
             w.since_ms.store(w.now_ms(), Ordering::Relaxed);
             w.phase.store(PHASE_IDLE, Ordering::Relaxed);
-            w.idle.notify_one();
+            w.changed.notify_one();
         }
     }
 }
@@ -300,6 +306,24 @@ mod tests {
         drop(w.request_started());
         w.bytes_read();
         assert_eq!(w.expired(&l).await, Expired::Header, "a started header is due sooner than the idle timeout");
+    }
+
+    #[tokio::test]
+    async fn a_request_that_arrives_while_the_header_clock_runs_moves_the_deadline_to_the_idle_timeout() {
+        // The watchdog starts waiting for the first header (10 s); the request comes and
+        // is answered; the connection must then expire at the 300 ms keep-alive, not at 10 s.
+        let w = ConnWatch::new();
+        let l = limits(10_000, 300);
+        let t = Instant::now();
+        let watcher = {
+            let w = w.clone();
+            tokio::spawn(async move { w.expired(&l).await })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        drop(w.request_started());
+        let why = tokio::time::timeout(Duration::from_secs(3), watcher).await.expect("still waiting on the header deadline").unwrap();
+        assert_eq!(why, Expired::Idle);
+        assert!(t.elapsed() >= Duration::from_millis(350));
     }
 
     #[tokio::test]
