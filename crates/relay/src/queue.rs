@@ -2,12 +2,18 @@
 //! in messages and in bytes so a stalled reader costs the relay a known amount of
 //! memory before it is closed as a slow consumer (4008).
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
-use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::Message;
+
+/// Slots an emptied queue keeps allocated; past it the storage is freed, so a socket
+/// that once took a burst goes back to costing nothing while idle. Eight covers the
+/// few messages an active connection usually has queued.
+const IDLE_SLOTS_KEPT: usize = 8;
 
 /// What a connection's writer sends to its client, in order.
 #[derive(Debug, Clone)]
@@ -44,26 +50,80 @@ pub(crate) struct QueueBound {
     pub(crate) bytes: usize,
 }
 
+/// The queue itself. Storage grows on demand and is given back when the queue drains
+/// (tokio's bounded channel allocates a 32-slot block up front, ~2.5 KiB per idle
+/// socket here); one lock, held for a push or a pop, never across an await.
+struct Shared {
+    entries: Mutex<Entries>,
+    /// Wakes the receiver: an entry arrived or the last sender left.
+    ready: Notify,
+    /// Payload bytes queued (see [`Outbound::bytes`]).
+    bytes: AtomicUsize,
+    bound: QueueBound,
+}
+
+struct Entries {
+    queue: VecDeque<Outbound>,
+    senders: usize,
+    receiver_alive: bool,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Entries> {
+        // A panic while holding it leaves a VecDeque that is still consistent.
+        self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
 /// The sending half; cheap to clone (the session and each hub subscription hold one).
-#[derive(Clone)]
 pub(crate) struct QueueSender {
-    tx: mpsc::Sender<Outbound>,
-    bytes: Arc<AtomicUsize>,
-    max_bytes: usize,
+    shared: Arc<Shared>,
 }
 
 /// The receiving half, owned by the writer.
 pub(crate) struct QueueReceiver {
-    rx: mpsc::Receiver<Outbound>,
-    bytes: Arc<AtomicUsize>,
+    shared: Arc<Shared>,
 }
 
 /// A queue holding at most `bound`.
 pub(crate) fn send_queue(bound: QueueBound) -> (QueueSender, QueueReceiver) {
-    // A zero bound would make tokio panic; one message is the smallest queue that works.
-    let (tx, rx) = mpsc::channel(bound.messages.max(1));
-    let bytes = Arc::new(AtomicUsize::new(0));
-    (QueueSender { tx, bytes: bytes.clone(), max_bytes: bound.bytes }, QueueReceiver { rx, bytes })
+    // A zero bound would refuse everything; one message is the smallest queue that works.
+    let bound = QueueBound { messages: bound.messages.max(1), bytes: bound.bytes };
+    let shared = Arc::new(Shared {
+        entries: Mutex::new(Entries { queue: VecDeque::new(), senders: 1, receiver_alive: true }),
+        ready: Notify::new(),
+        bytes: AtomicUsize::new(0),
+        bound,
+    });
+    (QueueSender { shared: shared.clone() }, QueueReceiver { shared })
+}
+
+impl Clone for QueueSender {
+    fn clone(&self) -> Self {
+        self.shared.lock().senders += 1;
+        QueueSender { shared: self.shared.clone() }
+    }
+}
+
+impl Drop for QueueSender {
+    fn drop(&mut self) {
+        let last = {
+            let mut e = self.shared.lock();
+            e.senders -= 1;
+            e.senders == 0
+        };
+        if last {
+            self.shared.ready.notify_one();
+        }
+    }
+}
+
+impl Drop for QueueReceiver {
+    fn drop(&mut self) {
+        let mut e = self.shared.lock();
+        e.receiver_alive = false;
+        e.queue = VecDeque::new();
+    }
 }
 
 impl QueueSender {
@@ -71,31 +131,56 @@ impl QueueSender {
     /// `Closed` when the writer is gone.
     pub(crate) fn try_send(&self, out: Outbound) -> Result<(), TrySendError<Outbound>> {
         let n = out.bytes();
-        // Reserve first, so concurrent senders (the session, several hub publishes)
-        // cannot together overshoot the byte bound.
-        let before = self.bytes.fetch_add(n, Ordering::AcqRel);
-        if before + n > self.max_bytes {
-            self.bytes.fetch_sub(n, Ordering::AcqRel);
-            return Err(TrySendError::Full(out));
+        let shared = &*self.shared;
+        {
+            let mut e = shared.lock();
+            if !e.receiver_alive {
+                return Err(TrySendError::Closed(out));
+            }
+            let bytes = shared.bytes.load(Ordering::Relaxed);
+            if e.queue.len() >= shared.bound.messages || bytes + n > shared.bound.bytes {
+                return Err(TrySendError::Full(out));
+            }
+            shared.bytes.store(bytes + n, Ordering::Relaxed);
+            e.queue.push_back(out);
         }
-        self.tx.try_send(out).inspect_err(|_| {
-            self.bytes.fetch_sub(n, Ordering::AcqRel);
-        })
+        shared.ready.notify_one();
+        Ok(())
     }
 }
 
 impl QueueReceiver {
     /// The next entry; `None` once every sender is gone and the queue is empty.
     pub(crate) async fn recv(&mut self) -> Option<Outbound> {
-        let out = self.rx.recv().await?;
-        self.bytes.fetch_sub(out.bytes(), Ordering::AcqRel);
-        Some(out)
+        loop {
+            {
+                let mut e = self.shared.lock();
+                if let Some(out) = self.pop(&mut e) {
+                    return Some(out);
+                }
+                if e.senders == 0 {
+                    return None;
+                }
+            }
+            // `notify_one` keeps a permit when nobody waits, so a push between the
+            // check above and this wait is not missed.
+            self.shared.ready.notified().await;
+        }
     }
 
     /// The next entry if one is queued now.
     pub(crate) fn try_recv(&mut self) -> Option<Outbound> {
-        let out = self.rx.try_recv().ok()?;
-        self.bytes.fetch_sub(out.bytes(), Ordering::AcqRel);
+        let mut e = self.shared.lock();
+        self.pop(&mut e)
+    }
+
+    fn pop(&self, e: &mut Entries) -> Option<Outbound> {
+        let out = e.queue.pop_front()?;
+        // Under the lock, like the sender's check, so the two never disagree.
+        self.shared.bytes.fetch_sub(out.bytes(), Ordering::Relaxed);
+        if e.queue.is_empty() && e.queue.capacity() > IDLE_SLOTS_KEPT {
+            e.queue = VecDeque::new();
+        }
         Some(out)
     }
 }
@@ -136,6 +221,38 @@ mod tests {
         let (tx, rx) = send_queue(QueueBound { messages: 1, bytes: 10 });
         drop(rx);
         assert!(matches!(tx.try_send(text(1)), Err(TrySendError::Closed(_))));
-        assert_eq!(tx.bytes.load(Ordering::Relaxed), 0, "a refused entry gives its bytes back");
+        assert_eq!(tx.shared.bytes.load(Ordering::Relaxed), 0, "a refused entry gives its bytes back");
+    }
+
+    #[tokio::test]
+    async fn the_receiver_sees_the_end_once_every_sender_is_gone_and_the_queue_is_drained() {
+        let (tx, mut rx) = send_queue(QueueBound { messages: 4, bytes: 100 });
+        let tx2 = tx.clone();
+        tx.try_send(text(1)).unwrap();
+        drop(tx);
+        let waiting = tokio::spawn(async move {
+            let mut got = 0;
+            while rx.recv().await.is_some() {
+                got += 1;
+            }
+            got
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        assert!(!waiting.is_finished(), "a clone still holds the queue open");
+        tx2.try_send(text(1)).unwrap();
+        drop(tx2);
+        assert_eq!(waiting.await.unwrap(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_drained_queue_gives_its_storage_back() {
+        let (tx, mut rx) = send_queue(QueueBound { messages: 1000, bytes: 1 << 20 });
+        assert_eq!(tx.shared.lock().queue.capacity(), 0, "nothing allocated before the first entry");
+        for _ in 0..100 {
+            tx.try_send(text(1)).unwrap();
+        }
+        assert!(tx.shared.lock().queue.capacity() >= 100);
+        while rx.try_recv().is_some() {}
+        assert_eq!(tx.shared.lock().queue.capacity(), 0, "a burst's storage outlived it");
     }
 }

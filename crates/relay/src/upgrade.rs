@@ -40,6 +40,24 @@ const READ_BUFFER_BYTES: usize = 4096;
 /// 128 KiB, would stay resident on every subscriber that once received a burst).
 const WRITE_BUFFER_BYTES: usize = 16 * 1024;
 
+/// The client's handshake headers the backend sees on every request: all but the hop
+/// headers and any `Meta-*` (the relay's to set: a client must not forge connection
+/// state). Each value is copied: hyper's parsed values are slices of its connection read
+/// buffer (8 KiB and up), and a clone held for the connection's life would keep that
+/// whole buffer resident on every idle socket.
+fn replayed_headers(from: &http::HeaderMap) -> http::HeaderMap {
+    let mut headers = http::HeaderMap::with_capacity(from.len());
+    for (name, value) in from {
+        if HOP_HEADERS.contains(&name.as_str()) || name.as_str().starts_with("meta-") {
+            continue;
+        }
+        let Ok(mut owned) = http::HeaderValue::from_bytes(value.as_bytes()) else { continue };
+        owned.set_sensitive(value.is_sensitive());
+        headers.append(name.clone(), owned);
+    }
+    headers
+}
+
 /// Whether `req` asks to become a WebSocket.
 pub fn is_websocket_upgrade<B>(req: &http::Request<B>) -> bool {
     let has = |name: http::header::HeaderName, token: &str| {
@@ -120,15 +138,7 @@ impl Relay {
         }
         let connection_id = uuid::Uuid::new_v4().simple().to_string();
         let uri: http::Uri = req.uri().path_and_query().map_or("/", |p| p.as_str()).parse().unwrap_or_default();
-        let mut headers = req.headers().clone();
-        for h in HOP_HEADERS {
-            headers.remove(h);
-        }
-        // Meta-* are the relay's to set; a client must not forge connection state.
-        let forged: Vec<http::HeaderName> = headers.keys().filter(|k| k.as_str().starts_with("meta-")).cloned().collect();
-        for k in forged {
-            headers.remove(k);
-        }
+        let headers = replayed_headers(req.headers());
         let offered_protocols: Vec<String> = req
             .headers()
             .get_all("sec-websocket-protocol")
@@ -257,6 +267,27 @@ mod tests {
         let r = redact(&uri);
         assert!(!r.contains("secret"), "{r}");
         assert!(r.contains("token=REDACTED") && r.contains("x=1"), "{r}");
+    }
+
+    #[test]
+    fn replayed_headers_drop_hop_and_forged_meta_headers_and_own_their_values() {
+        let mut h = http::HeaderMap::new();
+        h.insert("connection", http::HeaderValue::from_static("Upgrade"));
+        h.insert("sec-websocket-key", http::HeaderValue::from_static("k"));
+        h.insert("meta-user", http::HeaderValue::from_static("forged"));
+        h.append("x-forwarded-for", http::HeaderValue::from_static("10.0.0.1"));
+        h.append("x-forwarded-for", http::HeaderValue::from_static("10.0.0.2"));
+        let shared = Bytes::from(b"Bearer abc".to_vec());
+        let mut auth = http::HeaderValue::from_maybe_shared(shared.clone()).unwrap();
+        auth.set_sensitive(true);
+        h.insert("authorization", auth);
+        let r = replayed_headers(&h);
+        assert!(!r.contains_key("connection") && !r.contains_key("sec-websocket-key") && !r.contains_key("meta-user"));
+        let xff: Vec<_> = r.get_all("x-forwarded-for").iter().collect();
+        assert_eq!(xff, ["10.0.0.1", "10.0.0.2"]);
+        assert_eq!(r["authorization"], "Bearer abc");
+        assert!(r["authorization"].is_sensitive());
+        assert_ne!(r["authorization"].as_bytes().as_ptr(), shared.as_ptr(), "the value is a copy, not a slice of the parse buffer");
     }
 
     #[test]

@@ -22,6 +22,10 @@ pub(crate) const CLOSE_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
 /// syscalls, few enough that a close request is noticed between batches.
 const WRITE_BATCH_MAX: usize = 64;
 
+/// Batch slots the writer keeps between batches; a larger batch's storage is freed
+/// after its flush, so a subscriber that once took a burst does not keep it while idle.
+const IDLE_BATCH_SLOTS_KEPT: usize = 8;
+
 /// The hold buffer grew past the connection's bound.
 #[derive(Debug, PartialEq, Eq)]
 struct HoldOverflow;
@@ -131,6 +135,10 @@ pub(crate) async fn write_loop<S>(
                 }
                 if sink.flush().await.is_err() {
                     break 'outer;
+                }
+                // A burst's batch storage is not kept for an idle socket.
+                if to_send.capacity() > IDLE_BATCH_SLOTS_KEPT {
+                    to_send = Vec::new();
                 }
             }
         }
