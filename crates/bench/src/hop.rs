@@ -4,7 +4,8 @@
 //! (handshake headers replayed, `Meta-*` state), the host runs a fresh instance of
 //! ingest.wasm (decode events and state, validate the format, draw a session id, log,
 //! answer with `Set-Meta-*`), the relay decodes the answer and writes the reply frame.
-//! No Redis on this path. Each connection handshakes once, so connections are opened in
+//! One Redis round trip on this path since issue 10 (the session announcement to the
+//! transcription workers). Each connection handshakes once, so connections are opened in
 //! batches (untimed; OPEN authenticates, rate-limits in Redis, announces presence), then
 //! only the handshakes are timed, then the batch is closed before the next one.
 
@@ -15,7 +16,8 @@ use futures::future::join_all;
 use crate::client::{self, Agent, Dialer, Ws};
 use crate::config::Sizes;
 use crate::report::{latency_us, Runs};
-use crate::systems::System;
+use crate::procfs;
+use crate::systems::{settle, System};
 
 /// One run's numbers.
 #[derive(Default)]
@@ -25,6 +27,8 @@ pub(crate) struct HopRuns {
     pub(crate) p99_us: Runs,
     /// Handshakes completed per second with a batch in flight at once.
     pub(crate) events_per_s: Runs,
+    /// Server CPU time per handshake in the throughput windows, µs (NaN: not observed).
+    pub(crate) cpu_us_per_event: Runs,
     /// Connection open (TCP + upgrade, incl. the OPEN event) p50 in µs, one at a time.
     pub(crate) open_p50_us: Runs,
 }
@@ -84,6 +88,26 @@ async fn close_batch(agents: Vec<Agent>) -> anyhow::Result<()> {
 }
 
 /// Runs the scenario `sizes.reps` times against `sys`.
+/// Longest wait for the server to go quiet before a timed section: a batch's opens and
+/// the previous batch's closes (DISCONNECT calls: presence, talk stats, the session's end)
+/// run on after the client is done with them, and without the wait they were timed as
+/// part of the next batch's handshakes.
+const HOP_SETTLE_MAX: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// With `EARSHOT_BENCH_PERF_CTL` naming the control FIFO of a `perf record
+/// --control=fifo:<path> -D -1` attached to the server, sampling runs only inside the
+/// timed throughput windows: a profile of handshakes alone, without the untimed opens
+/// and closes around them (how BENCHMARKS.md's hop profile is taken).
+fn perf_control(command: &str) {
+    if let Some(path) = std::env::var_os("EARSHOT_BENCH_PERF_CTL") {
+        if let Err(e) = std::fs::OpenOptions::new().write(true).open(&path).and_then(|mut f| {
+            std::io::Write::write_all(&mut f, format!("{command}\n").as_bytes())
+        }) {
+            eprintln!("  perf control {command}: {e}");
+        }
+    }
+}
+
 pub(crate) async fn run(sys: &System, sizes: &Sizes, runs: &mut HopRuns) -> anyhow::Result<()> {
     let dialer = Dialer::new(&sys.ws_base)?;
     // Warm-up: the first instances, Redis scripts and allocator pools are not timed.
@@ -117,6 +141,7 @@ pub(crate) async fn run(sys: &System, sizes: &Sizes, runs: &mut HopRuns) -> anyh
             )
             .await?;
             open.extend_from_slice(&batch.open_ns);
+            settle(sys, HOP_SETTLE_MAX).await;
             let mut agents = Vec::with_capacity(batch.conns.len());
             for ws in batch.conns {
                 let t0 = Instant::now();
@@ -124,10 +149,12 @@ pub(crate) async fn run(sys: &System, sizes: &Sizes, runs: &mut HopRuns) -> anyh
                 lat.push(t0.elapsed().as_nanos() as u64);
             }
             close_batch(agents).await?;
+            settle(sys, HOP_SETTLE_MAX).await;
         }
         // Throughput: a whole batch in flight at once; only the handshakes are timed.
         let mut timed = 0.0;
         let mut done = 0usize;
+        let mut cpu = std::time::Duration::ZERO;
         for b in 0..sizes.hop_throughput_events.div_ceil(sizes.hop_batch) {
             let batch = open_batch(
                 &dialer,
@@ -137,18 +164,25 @@ pub(crate) async fn run(sys: &System, sizes: &Sizes, runs: &mut HopRuns) -> anyh
                 false,
             )
             .await?;
+            settle(sys, HOP_SETTLE_MAX).await;
+            let meter = procfs::CpuMeter::start(&sys.server_pids());
+            perf_control("enable");
             let t0 = Instant::now();
             let handshaken = join_all(batch.conns.into_iter().map(client::handshake)).await;
             timed += t0.elapsed().as_secs_f64();
+            perf_control("disable");
+            cpu += meter.read().0;
             let agents = handshaken.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
             done += agents.len();
             close_batch(agents).await?;
+            settle(sys, HOP_SETTLE_MAX).await;
         }
         sys.check_alive()?;
         let (p50, p99, _) = latency_us(&mut lat).unwrap_or((f64::NAN, f64::NAN, f64::NAN));
         runs.p50_us.push(p50);
         runs.p99_us.push(p99);
         runs.events_per_s.push(done as f64 / timed);
+        runs.cpu_us_per_event.push(if sys.observed() { cpu.as_secs_f64() * 1e6 / done.max(1) as f64 } else { f64::NAN });
         runs.open_p50_us
             .push(latency_us(&mut open).map_or(f64::NAN, |l| l.0));
     }

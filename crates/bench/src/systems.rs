@@ -78,7 +78,11 @@ fn earshot_child(builder: EarshotBuilder) -> anyhow::Result<(Earshot, u32)> {
         Ok(filter) => builder.env("EARSHOT_LOG", &filter),
         Err(_) => builder,
     };
+    // The server as deployed: a developer's RUST_BACKTRACE would make std capture a
+    // backtrace for every error value wasmtime builds internally (3 % of the hop's CPU).
     let server = builder
+        .env_remove("RUST_BACKTRACE")
+        .env_remove("RUST_LIB_BACKTRACE")
         .env("EARSHOT_MAX_CONNECTIONS_PER_IP", BENCH_MAX_CONNECTIONS)
         .env("EARSHOT_MAX_CONNECTIONS", BENCH_MAX_CONNECTIONS)
         .start()?;

@@ -211,7 +211,7 @@ fn load_component(
     let runtime = Arc::new(ComponentRuntime {
         id: def.id.clone(),
         kv_grants: KvGrants::new(def.key_value_stores.clone()),
-        allowed_hosts,
+        allowed_hosts: Arc::new(allowed_hosts),
         variables: variables.for_component(&def.variables).context("variables")?,
     });
     let started = Instant::now();

@@ -50,6 +50,9 @@ pub(crate) fn new_engine(max_instances: u32) -> anyhow::Result<Engine> {
     pool.max_tables_per_component(8);
     pool.total_tables(max_instances * 8);
     pool.max_memory_size(MAX_INSTANCE_MEMORY_BYTES);
+    // No `linear_memory_keep_resident`: tried at 1 MiB, the dirty pages an ingest
+    // handshake leaves were memset on every instance drop (16.5 % of the hop's CPU,
+    // BENCHMARKS.md), more than the madvise and page faults it replaced (~7 %).
     config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
     // Reserve only what an instance may use: the default 4 GiB per memory times the
     // pool size would exhaust a container's address-space limit.

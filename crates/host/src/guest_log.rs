@@ -22,7 +22,7 @@ pub(crate) fn forward_guest_output(component: &str, stdout: &MemoryOutputPipe, s
 
 fn emit(component: &str, line: &str, is_err: bool) {
     let parsed: Option<serde_json::Map<String, serde_json::Value>> = serde_json::from_str(line).ok();
-    let Some(obj) = parsed else {
+    let Some(mut obj) = parsed else {
         if is_err {
             tracing::warn!(target: "component", component, "{line}");
         } else {
@@ -30,18 +30,22 @@ fn emit(component: &str, line: &str, is_err: bool) {
         }
         return;
     };
-    let field = |k: &str| obj.get(k).and_then(|v| v.as_str()).map(str::to_owned);
-    let level = field("level").unwrap_or_else(|| if is_err { "warn".into() } else { "info".into() });
-    let msg = field("msg").or_else(|| field("message")).unwrap_or_default();
-    let meeting_id = field("meeting_id");
-    let source = field("source");
-    let connection_id = field("connection_id");
-    let state = field("state");
-    let mut extra = obj.clone();
-    for k in ["level", "msg", "message", "meeting_id", "source", "connection_id", "state"] {
-        extra.remove(k);
-    }
-    let extra = if extra.is_empty() { None } else { Some(serde_json::Value::Object(extra).to_string()) };
+    // Taken out of the object (no copies): what is left are the line's other fields.
+    let mut take = |k: &str| match obj.remove(k) {
+        Some(serde_json::Value::String(s)) => Some(s),
+        Some(other) => {
+            obj.insert(k.to_owned(), other);
+            None
+        }
+        None => None,
+    };
+    let level = take("level");
+    let msg = take("msg").or_else(|| take("message")).unwrap_or_default();
+    let meeting_id = take("meeting_id");
+    let source = take("source");
+    let connection_id = take("connection_id");
+    let state = take("state");
+    let extra = if obj.is_empty() { None } else { Some(serde_json::Value::Object(obj).to_string()) };
     macro_rules! ev {
         ($lvl:ident) => {
             tracing::$lvl!(
@@ -56,7 +60,7 @@ fn emit(component: &str, line: &str, is_err: bool) {
             )
         };
     }
-    match level.as_str() {
+    match level.as_deref().unwrap_or(if is_err { "warn" } else { "info" }) {
         "error" => ev!(error),
         "warn" | "warning" => ev!(warn),
         "debug" => ev!(debug),

@@ -37,7 +37,7 @@ pub(crate) struct ComponentRuntime {
     /// Key-value labels the component may open.
     pub(crate) kv_grants: KvGrants,
     /// Outbound allow-list.
-    pub(crate) allowed_hosts: AllowedHosts,
+    pub(crate) allowed_hosts: Arc<AllowedHosts>,
     /// Component variables, rendered.
     pub(crate) variables: BTreeMap<String, String>,
 }
@@ -70,7 +70,7 @@ impl HostState {
                 .memory_size(MAX_INSTANCE_MEMORY_BYTES)
                 .instances(MAX_CORE_INSTANCES_PER_STORE)
                 .build(),
-            hooks: OutboundHttpHooks { allowed: Arc::new(component.allowed_hosts.clone()) },
+            hooks: OutboundHttpHooks { allowed: component.allowed_hosts.clone() },
             component,
             shared,
             stdout,

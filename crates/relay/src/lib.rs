@@ -89,6 +89,8 @@ pub(crate) struct RelayShared {
     pub(crate) hub: Arc<Hub>,
     pub(crate) config: RelayConfig,
     grip_key: Option<jwt_simple::prelude::HS256Key>,
+    /// The current `Grip-Sig` and when it was signed (see [`GRIP_SIG_REUSE`]).
+    grip_sig: std::sync::Mutex<Option<(std::time::Instant, http::HeaderValue)>>,
     conn_seq: AtomicU64,
     pub(crate) limits: limits::ConnectionLimits,
     /// Live sessions, for the metrics endpoint and the shutdown drain.
@@ -97,9 +99,14 @@ pub(crate) struct RelayShared {
     pub(crate) lifetimes: Arc<lifetime::Lifetimes>,
 }
 
-/// How long a `Grip-Sig` stays valid, in seconds: each request is signed afresh, so
-/// this only needs to cover clock skew and the call itself.
+/// How long a `Grip-Sig` stays valid, in seconds (Pushpin's signatures last an hour too).
 const GRIP_SIG_TTL_S: u64 = 60 * 60;
+
+/// How long one signature is reused for the requests of every connection. Signing a JWT
+/// (claims JSON, HMAC-SHA256, base64) per request was a cost on the hop for nothing: the
+/// token proves the request comes from the relay, not which request it is. A minute
+/// keeps every token sent at least 59 minutes from its expiry.
+const GRIP_SIG_REUSE: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl RelayShared {
     pub(crate) fn new(backend: Arc<dyn Backend>, hub: Arc<Hub>, config: RelayConfig) -> Self {
@@ -114,6 +121,7 @@ impl RelayShared {
             hub,
             config,
             grip_key,
+            grip_sig: std::sync::Mutex::new(None),
             conn_seq: AtomicU64::new(1),
             open_sessions: AtomicU64::new(0),
             lifetimes: Arc::default(),
@@ -135,12 +143,21 @@ impl RelayShared {
         self.conn_seq.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// A fresh `Grip-Sig` JWT, when a signing key is configured.
-    pub(crate) fn grip_sig(&self) -> Option<String> {
+    /// The `Grip-Sig` header value, when a signing key is configured: signed at most
+    /// every [`GRIP_SIG_REUSE`].
+    pub(crate) fn grip_sig(&self) -> Option<http::HeaderValue> {
         use jwt_simple::prelude::*;
         let key = self.grip_key.as_ref()?;
+        let mut current = self.grip_sig.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((signed, sig)) = current.as_ref() {
+            if signed.elapsed() < GRIP_SIG_REUSE {
+                return Some(sig.clone());
+            }
+        }
         let claims = Claims::create(jwt_simple::prelude::Duration::from_secs(GRIP_SIG_TTL_S)).with_issuer("earshot");
-        key.authenticate(claims).ok()
+        let sig = http::HeaderValue::from_str(&key.authenticate(claims).ok()?).ok()?;
+        *current = Some((std::time::Instant::now(), sig.clone()));
+        Some(sig)
     }
 }
 

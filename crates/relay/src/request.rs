@@ -52,9 +52,7 @@ pub(crate) fn build_request(
         }
     }
     if let Some(sig) = shared.grip_sig() {
-        if let Ok(v) = http::HeaderValue::from_str(&sig) {
-            headers.insert("grip-sig", v);
-        }
+        headers.insert("grip-sig", sig);
     }
     req
 }
@@ -90,5 +88,21 @@ mod tests {
         assert_eq!(h["content-type"], CONTENT_TYPE);
         assert!(!h.contains_key("grip-sig"), "no key configured, no signature");
         assert_eq!(earshot_protocol::events::decode_events(req.body()).unwrap(), [Event::Text("hi".into())]);
+    }
+
+    #[test]
+    fn one_grip_sig_is_signed_and_reused_across_requests() {
+        use jwt_simple::prelude::*;
+        let config = RelayConfig { grip_sig_key: Some("k".repeat(32)), ..RelayConfig::default() };
+        let shared = RelayShared::new(Arc::new(UnusedBackend), Hub::local(), config);
+        let template = Template { uri: "/api/v1/ws/meetings/m1".parse().unwrap(), headers: http::HeaderMap::new() };
+        let a = build_request(&shared, &template, "c1", &BTreeMap::new(), &[]);
+        let b = build_request(&shared, &template, "c2", &BTreeMap::new(), &[]);
+        let (sa, sb) = (a.headers()["grip-sig"].to_str().unwrap(), b.headers()["grip-sig"].to_str().unwrap());
+        assert_eq!(sa, sb, "signed once, reused");
+        let claims = HS256Key::from_bytes("k".repeat(32).as_bytes()).verify_token::<NoCustomClaims>(sa, None).unwrap();
+        assert_eq!(claims.issuer.as_deref(), Some("earshot"));
+        let left = claims.expires_at.unwrap().as_secs().saturating_sub(Clock::now_since_epoch().as_secs());
+        assert!(left > 59 * 60, "a reused signature still has most of its hour: {left} s");
     }
 }

@@ -188,6 +188,7 @@ pub struct EarshotBuilder {
     manifest: PathBuf,
     redis: Option<String>,
     env: Vec<(String, String)>,
+    env_removed: Vec<String>,
     state_dir: Option<PathBuf>,
     private_redis: bool,
     speech_to_text: bool,
@@ -209,6 +210,7 @@ impl EarshotBuilder {
             manifest: repo_root().join("spin.toml"),
             redis: None,
             env: Vec::new(),
+            env_removed: Vec::new(),
             state_dir: None,
             private_redis: false,
             speech_to_text: false,
@@ -245,6 +247,12 @@ impl EarshotBuilder {
     /// Sets an environment variable (e.g. `SPIN_VARIABLE_*`).
     pub fn env(mut self, key: &str, value: &str) -> Self {
         self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// Starts the binary without environment variable `key` (it is inherited otherwise).
+    pub fn env_remove(mut self, key: &str) -> Self {
+        self.env_removed.push(key.into());
         self
     }
 
@@ -310,6 +318,9 @@ impl EarshotBuilder {
         }
         if !self.speech_to_text {
             cmd.arg("--no-asr");
+        }
+        for k in &self.env_removed {
+            cmd.env_remove(k);
         }
         for (k, v) in &self.env {
             cmd.env(k, v);

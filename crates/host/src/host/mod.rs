@@ -42,7 +42,7 @@ pub(crate) mod testing {
         let runtime = ComponentRuntime {
             id: "test".into(),
             kv_grants: KvGrants::new(owned(grants.kv)),
-            allowed_hosts: AllowedHosts::parse(&owned(grants.outbound)).expect("test allow-list parses"),
+            allowed_hosts: Arc::new(AllowedHosts::parse(&owned(grants.outbound)).expect("test allow-list parses")),
             variables: grants.variables.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect::<BTreeMap<_, _>>(),
         };
         let shared = Shared { kv, kv_labels: vec!["default".into()], redis: RedisPool::default() };
