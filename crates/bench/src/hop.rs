@@ -100,7 +100,10 @@ const HOP_SETTLE_MAX: std::time::Duration = std::time::Duration::from_secs(3);
 /// and closes around them (how BENCHMARKS.md's hop profile is taken).
 fn perf_control(command: &str) {
     if let Some(path) = std::env::var_os("EARSHOT_BENCH_PERF_CTL") {
-        if let Err(e) = std::fs::OpenOptions::new().write(true).open(&path).and_then(|mut f| {
+        // Non-blocking: once perf has exited (its server stopped), opening the FIFO would
+        // otherwise wait for a reader forever; then the open fails and the run goes on.
+        use std::os::unix::fs::OpenOptionsExt;
+        if let Err(e) = std::fs::OpenOptions::new().write(true).custom_flags(libc::O_NONBLOCK).open(&path).and_then(|mut f| {
             std::io::Write::write_all(&mut f, format!("{command}\n").as_bytes())
         }) {
             eprintln!("  perf control {command}: {e}");
