@@ -87,7 +87,6 @@ async fn close_batch(agents: Vec<Agent>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs the scenario `sizes.reps` times against `sys`.
 /// Longest wait for the server to go quiet before a timed section: a batch's opens and
 /// the previous batch's closes (DISCONNECT calls: presence, talk stats, the session's end)
 /// run on after the client is done with them, and without the wait they were timed as
@@ -111,6 +110,7 @@ fn perf_control(command: &str) {
     }
 }
 
+/// Runs the scenario `sizes.reps` times against `sys`.
 pub(crate) async fn run(sys: &System, sizes: &Sizes, runs: &mut HopRuns) -> anyhow::Result<()> {
     let dialer = Dialer::new(&sys.ws_base)?;
     // Warm-up: the first instances, Redis scripts and allocator pools are not timed.

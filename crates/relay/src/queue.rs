@@ -3,7 +3,6 @@
 //! memory before it is closed as a slow consumer (4008).
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::mpsc::error::TrySendError;
@@ -57,15 +56,27 @@ struct Shared {
     entries: Mutex<Entries>,
     /// Wakes the receiver: an entry arrived or the last sender left.
     ready: Notify,
-    /// Payload bytes queued (see [`Outbound::bytes`]).
-    bytes: AtomicUsize,
     bound: QueueBound,
 }
 
 struct Entries {
     queue: VecDeque<Outbound>,
+    /// Payload bytes queued (see [`Outbound::bytes`]).
+    bytes: usize,
     senders: usize,
     receiver_alive: bool,
+}
+
+impl Entries {
+    /// The oldest entry; an emptied queue gives a burst's storage back.
+    fn pop(&mut self) -> Option<Outbound> {
+        let out = self.queue.pop_front()?;
+        self.bytes -= out.bytes();
+        if self.queue.is_empty() && self.queue.capacity() > IDLE_SLOTS_KEPT {
+            self.queue = VecDeque::new();
+        }
+        Some(out)
+    }
 }
 
 impl Shared {
@@ -90,9 +101,8 @@ pub(crate) fn send_queue(bound: QueueBound) -> (QueueSender, QueueReceiver) {
     // A zero bound would refuse everything; one message is the smallest queue that works.
     let bound = QueueBound { messages: bound.messages.max(1), bytes: bound.bytes };
     let shared = Arc::new(Shared {
-        entries: Mutex::new(Entries { queue: VecDeque::new(), senders: 1, receiver_alive: true }),
+        entries: Mutex::new(Entries { queue: VecDeque::new(), bytes: 0, senders: 1, receiver_alive: true }),
         ready: Notify::new(),
-        bytes: AtomicUsize::new(0),
         bound,
     });
     (QueueSender { shared: shared.clone() }, QueueReceiver { shared })
@@ -137,11 +147,10 @@ impl QueueSender {
             if !e.receiver_alive {
                 return Err(TrySendError::Closed(out));
             }
-            let bytes = shared.bytes.load(Ordering::Relaxed);
-            if e.queue.len() >= shared.bound.messages || bytes + n > shared.bound.bytes {
+            if e.queue.len() >= shared.bound.messages || e.bytes + n > shared.bound.bytes {
                 return Err(TrySendError::Full(out));
             }
-            shared.bytes.store(bytes + n, Ordering::Relaxed);
+            e.bytes += n;
             e.queue.push_back(out);
         }
         shared.ready.notify_one();
@@ -155,7 +164,7 @@ impl QueueReceiver {
         loop {
             {
                 let mut e = self.shared.lock();
-                if let Some(out) = self.pop(&mut e) {
+                if let Some(out) = e.pop() {
                     return Some(out);
                 }
                 if e.senders == 0 {
@@ -170,19 +179,9 @@ impl QueueReceiver {
 
     /// The next entry if one is queued now.
     pub(crate) fn try_recv(&mut self) -> Option<Outbound> {
-        let mut e = self.shared.lock();
-        self.pop(&mut e)
+        self.shared.lock().pop()
     }
 
-    fn pop(&self, e: &mut Entries) -> Option<Outbound> {
-        let out = e.queue.pop_front()?;
-        // Under the lock, like the sender's check, so the two never disagree.
-        self.shared.bytes.fetch_sub(out.bytes(), Ordering::Relaxed);
-        if e.queue.is_empty() && e.queue.capacity() > IDLE_SLOTS_KEPT {
-            e.queue = VecDeque::new();
-        }
-        Some(out)
-    }
 }
 
 #[cfg(test)]
@@ -221,7 +220,7 @@ mod tests {
         let (tx, rx) = send_queue(QueueBound { messages: 1, bytes: 10 });
         drop(rx);
         assert!(matches!(tx.try_send(text(1)), Err(TrySendError::Closed(_))));
-        assert_eq!(tx.shared.bytes.load(Ordering::Relaxed), 0, "a refused entry gives its bytes back");
+        assert_eq!(tx.shared.lock().bytes, 0, "a refused entry gives its bytes back");
     }
 
     #[tokio::test]
